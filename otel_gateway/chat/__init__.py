@@ -1,0 +1,19 @@
+"""The chat pipeline: the call and result types, the stream machinery, the provider attempt."""
+
+from ._assemble import CompletionAssembler
+from ._stream import UpstreamStream
+from ._types import ChatCall, ChatResult, ChunkStream, Completion, RequestContext, Send
+from ._upstream import ProviderSend, Scrubber
+
+__all__ = [
+    "ChatCall",
+    "ChatResult",
+    "ChunkStream",
+    "Completion",
+    "CompletionAssembler",
+    "ProviderSend",
+    "RequestContext",
+    "Scrubber",
+    "Send",
+    "UpstreamStream",
+]

@@ -1,0 +1,126 @@
+"""One upstream attempt's stream: SSE bytes in, OpenAI chunks out, the span ended at its end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..errors import GatewayError, RequestTimeoutError, UpstreamStreamError, UpstreamTimeoutError
+from ..sse import SSEDecoder
+from ._assemble import CompletionAssembler
+
+if TYPE_CHECKING:
+    from ..providers import StreamTranslator
+    from ..telemetry import Invocation
+
+
+class UpstreamStream:
+    """Implements ``ChunkStream`` over a provider's streamed HTTP response.
+
+    Every chunk is passed on as soon as it is decoded; the assembler keeps the message they add
+    up to for the span (and the request log). The usage chunk is always requested upstream and
+    passed on only if the client asked for it.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        translator: StreamTranslator,
+        invocation: Invocation,
+        *,
+        include_usage: bool,
+    ) -> None:
+        self._response = response
+        self._translator = translator
+        self._invocation = invocation
+        self._include_usage = include_usage
+        self._chunks = self._generate()
+        self._first: dict[str, Any] | None = None
+        self._closed = False
+        self.assembler = CompletionAssembler()
+
+    async def prefetch(self, ttft_timeout: float | None) -> None:
+        """Waits for the first chunk, so that a failure before it raises here."""
+        error: GatewayError
+        try:
+            async with asyncio.timeout(ttft_timeout):
+                self._first = await anext(self._chunks)
+            return
+        except StopAsyncIteration:
+            error = UpstreamStreamError("the upstream ended the stream before sending anything")
+        except TimeoutError:
+            ms = round((ttft_timeout or 0) * 1000)
+            error = RequestTimeoutError(f"no streamed chunk arrived within {ms} ms (x-gateway-ttft-timeout-ms)")
+        except GatewayError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            await self.aclose()
+            raise
+        await self._abort(error)
+        raise error
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        if self._first is not None:
+            chunk, self._first = self._first, None
+            return chunk
+        try:
+            return await anext(self._chunks)
+        except StopAsyncIteration:
+            self._invocation.stop(self.assembler.result())
+            await self._release()
+            raise
+        except GatewayError as exc:
+            await self._abort(exc)
+            raise
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._invocation.cancel(self.assembler.result())
+        await self._release()
+
+    async def _abort(self, error: GatewayError) -> None:
+        self._invocation.fail(error)
+        await self._release()
+
+    async def _release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._chunks.aclose()
+        await self._response.aclose()
+
+    async def _generate(self) -> AsyncIterator[dict[str, Any]]:
+        decoder = SSEDecoder()
+        translate = self._translator.translate
+        try:
+            async for raw in self._response.aiter_raw():
+                for event in decoder.feed(raw):
+                    for chunk in translate(event):
+                        if (chunk := self._observe(chunk)) is not None:
+                            yield chunk
+            for event in decoder.flush():
+                for chunk in translate(event):
+                    if (chunk := self._observe(chunk)) is not None:
+                        yield chunk
+        except httpx.TimeoutException as exc:
+            raise UpstreamTimeoutError("the upstream stopped sending in the middle of the stream") from exc
+        except httpx.TransportError as exc:
+            raise UpstreamStreamError(f"the upstream connection was cut mid-stream: {exc}") from exc
+        if not (self._translator.finished or self.assembler.complete):
+            raise UpstreamStreamError("the upstream ended the stream before it was complete")
+
+    def _observe(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        if self.assembler.chunk_count == 0:
+            self._invocation.first_chunk()
+        self.assembler.add(chunk)
+        if self._include_usage or "usage" not in chunk:
+            return chunk
+        if not chunk.get("choices"):
+            return None
+        return {key: value for key, value in chunk.items() if key != "usage"}

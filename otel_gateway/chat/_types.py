@@ -1,0 +1,82 @@
+"""What flows through the ``send`` chain: one call in, a completion or a chunk stream out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol, TypeAlias
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Per-request facts every layer may read."""
+
+    request_id: str
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    """The client's request headers, names lower-cased."""
+    ttft_timeout: float | None = None
+    """Seconds allowed until the first streamed chunk (``x-gateway-ttft-timeout-ms``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """One chat request as a layer sees it. The client's body is never mutated: layers that
+    change the target or the parameters make a new call with :meth:`retarget`."""
+
+    body: Mapping[str, Any]
+    model: str
+    """The model this call is for: ``provider-account/model``, or a virtual name before routing."""
+    context: RequestContext
+    overrides: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    """Parameters a routing rule sets over the client's (``override_params``)."""
+
+    @property
+    def requested_model(self) -> str:
+        return str(self.body["model"])
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+    @property
+    def include_usage(self) -> bool:
+        """Whether the client asked for the usage chunk at the end of a stream."""
+        options = self.body.get("stream_options")
+        return isinstance(options, Mapping) and bool(options.get("include_usage"))
+
+    def param(self, name: str) -> Any:
+        return self.overrides[name] if name in self.overrides else self.body.get(name)
+
+    def params(self) -> dict[str, Any]:
+        """The body with overrides applied: a fresh dict, safe to change."""
+        return {**self.body, **self.overrides} if self.overrides else dict(self.body)
+
+    def retarget(self, model: str, overrides: Mapping[str, Any] | None = None) -> ChatCall:
+        return dataclasses.replace(self, model=model, overrides=overrides or _EMPTY)
+
+
+@dataclass(slots=True)
+class Completion:
+    """A whole OpenAI ``chat.completion`` answer."""
+
+    data: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+class ChunkStream(Protocol):
+    """OpenAI ``chat.completion.chunk`` dicts. The first one has already arrived when a
+    ``send`` returns the stream, so failures before the first byte raise from ``send``."""
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def aclose(self) -> None:
+        """Release the stream; before its end this cancels the attempt. Idempotent."""
+        ...
+
+
+ChatResult: TypeAlias = "Completion | ChunkStream"
+Send: TypeAlias = Callable[[ChatCall], Awaitable["Completion | ChunkStream"]]

@@ -1,0 +1,102 @@
+"""The ``otel-gateway`` command: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
+
+from .config import ConfigError, GatewayConfig, load_config
+
+CONFIG_ENV = "OTEL_GATEWAY_CONFIG"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="otel-gateway", description="OpenTelemetry-native AI gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the gateway")
+    serve.add_argument("--config", help="a YAML file or a directory of them (default: ./config, else built-in)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--access-log", action="store_true", help="log every request line")
+    serve.add_argument("--log-level", default="info")
+    check = commands.add_parser("check-config", help="validate a configuration and exit")
+    check.add_argument("path")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.path)
+    return _serve(args)
+
+
+def _check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    models = sum(len(p.models) for p in config.providers)
+    print(f"ok: {len(config.providers)} provider(s), {models} model(s) from {', '.join(config.sources)}")
+    return 0
+
+
+def _config_path(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    return "config" if Path("config").is_dir() else None
+
+
+def _load(path: str | None) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    path = _config_path(args.config)
+    config = _load(path)
+    if config is None:
+        return 1
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = {"host": args.host, "port": args.port, "access_log": args.access_log, "log_level": args.log_level}
+    if args.workers > 1:
+        if path is not None:
+            os.environ[CONFIG_ENV] = str(Path(path).resolve())
+        uvicorn.run("otel_gateway.cli:app_from_env", factory=True, workers=args.workers, **options)
+        return 0
+    uvicorn.run(_app(config), **options)
+    return 0
+
+
+def app_from_env() -> Starlette:
+    """The factory each worker process calls: config from ``OTEL_GATEWAY_CONFIG``."""
+    config = load_config(os.environ.get(CONFIG_ENV) or None)
+    return _app(config)
+
+
+def _app(config: GatewayConfig) -> Starlette:
+    from opentelemetry import trace
+
+    from .app import create_app
+    from .telemetry import tracer_provider_from_env
+
+    provider = tracer_provider_from_env()
+    if provider is not None:
+        trace.set_tracer_provider(provider)
+    return create_app(config, tracer_provider=provider)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""Reading configuration: YAML files or a directory of them, ``${VAR}`` interpolation, validation."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ._schema import DOCUMENT_TYPES, Model, ProviderConfig, ProvidersDocument, ServerDocument
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+BUILTIN_DEFAULT = """\
+type: gateway-providers-config
+providers:
+  - name: demo
+    type: mock
+    models: [echo]
+"""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    source: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.path}" if self.path else self.source
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway was configured with, validated. Passed into ``create_app``."""
+
+    providers: tuple[ProviderConfig, ...]
+    server: ServerDocument = field(
+        default_factory=lambda: ServerDocument(type="gateway-server-config")
+    )
+    sources: tuple[str, ...] = ()
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential in the config, for scrubbing text that leaves the gateway."""
+        return tuple(secret for p in self.providers if (secret := p.secret()))
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Load a YAML file or a directory of YAML files; ``None`` loads the built-in default."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        return _build([("<built-in default>", BUILTIN_DEFAULT)], env)
+    root = Path(path)
+    if root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise ConfigError([ConfigIssue(str(root), "", "no .yaml or .yml files in this directory")])
+    elif root.is_file():
+        files = [root]
+    else:
+        raise ConfigError([ConfigIssue(str(root), "", "no such file or directory")])
+    return _build([(str(f), f.read_text(encoding="utf-8")) for f in files], env)
+
+
+def load_config_text(text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    return _build([(source, text)], os.environ if environ is None else environ)
+
+
+def _build(texts: list[tuple[str, str]], env: Mapping[str, str]) -> GatewayConfig:
+    issues: list[ConfigIssue] = []
+    documents: list[tuple[str, Model]] = []
+    for source, text in texts:
+        try:
+            raw_docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            issues.append(ConfigIssue(source, where, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+            continue
+        for index, raw in enumerate(raw_docs):
+            label = source if len(raw_docs) == 1 else f"{source} (document {index + 1})"
+            parsed = _parse_document(label, raw, env, issues)
+            if parsed is not None:
+                documents.append((label, parsed))
+    config = _assemble(documents, issues)
+    if issues:
+        raise ConfigError(issues)
+    return config
+
+
+def _parse_document(label: str, raw: Any, env: Mapping[str, str], issues: list[ConfigIssue]) -> Model | None:
+    if not isinstance(raw, dict):
+        issues.append(ConfigIssue(label, "", "a document must be a mapping with a 'type'"))
+        return None
+    doc_type = raw.get("type")
+    schema = DOCUMENT_TYPES.get(doc_type) if isinstance(doc_type, str) else None
+    if schema is None:
+        known = ", ".join(sorted(DOCUMENT_TYPES))
+        issues.append(ConfigIssue(label, "type", f"unknown document type {doc_type!r}; expected one of: {known}"))
+        return None
+    resolved = _interpolate(raw, env, label, "", issues)
+    try:
+        return schema.model_validate(resolved)
+    except ValidationError as exc:
+        for err in exc.errors():
+            issues.append(ConfigIssue(label, _key_path(err["loc"]), _message(err)))
+        return None
+
+
+def _assemble(documents: list[tuple[str, Model]], issues: list[ConfigIssue]) -> GatewayConfig:
+    providers: list[ProviderConfig] = []
+    seen: dict[str, str] = {}
+    server: ServerDocument | None = None
+    for label, doc in documents:
+        if isinstance(doc, ProvidersDocument):
+            for index, provider in enumerate(doc.providers):
+                if provider.name in seen:
+                    issues.append(ConfigIssue(
+                        label, f"providers[{index}].name",
+                        f"provider {provider.name!r} is already defined in {seen[provider.name]}",
+                    ))
+                seen[provider.name] = label
+                providers.append(provider)
+        elif isinstance(doc, ServerDocument):
+            if server is not None:
+                issues.append(ConfigIssue(label, "type", "gateway-server-config is defined twice"))
+            server = doc
+    if not providers and not issues:
+        issues.append(ConfigIssue("config", "", "no providers are configured (add a gateway-providers-config document)"))
+    sources = tuple(dict.fromkeys(label.split(" (document")[0] for label, _ in documents))
+    if server is None:
+        return GatewayConfig(providers=tuple(providers), sources=sources)
+    return GatewayConfig(providers=tuple(providers), server=server, sources=sources)
+
+
+def _interpolate(value: Any, env: Mapping[str, str], label: str, path: str, issues: list[ConfigIssue]) -> Any:
+    if isinstance(value, str):
+        return _substitute(value, env, label, path, issues)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, label, _join(path, str(k)), issues) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, label, f"{path}[{i}]", issues) for i, v in enumerate(value)]
+    return value
+
+
+def _substitute(text: str, env: Mapping[str, str], label: str, path: str, issues: list[ConfigIssue]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and (env[name] or default is None):
+            return env[name]
+        if default is not None:
+            return default
+        issues.append(ConfigIssue(label, path, f"environment variable {name} is not set (use ${{{name}:-default}} for a default)"))
+        return ""
+
+    return _VAR.sub(replace, text) if "${" in text else text
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else _join(out, str(part))[len(out):]
+    return out
+
+
+def _message(err: Any) -> str:
+    msg = str(err["msg"])
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    return msg.removeprefix("Value error, ")

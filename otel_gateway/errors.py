@@ -1,0 +1,172 @@
+"""The gateway's one error tree.
+
+Every failure a client can see is a ``GatewayError``; each knows its HTTP status and renders
+OpenAI's error shape ``{"error": {"message", "type", "code", "param"}}``. Provider and
+transport failures are converted into this tree at one boundary (``chat._upstream``) with
+``raise ... from``, and rendered at one boundary (``http._asgi``).
+
+    GatewayError                      500 internal_error
+    ├── InvalidRequestError           400 invalid_request_error
+    │   └── MalformedJSONError        400 (code: invalid_json)
+    ├── AuthenticationError           401 authentication_error
+    ├── PermissionDeniedError         403 permission_error
+    ├── NotFoundError                 404 not_found_error
+    │   └── ModelNotFoundError        404 (code: model_not_found)
+    ├── RequestTimeoutError           408 timeout_error (time to first token exceeded)
+    ├── PayloadTooLargeError          413 invalid_request_error
+    ├── RateLimitError                429 rate_limit_error (+ Retry-After)
+    └── UpstreamError                 502 upstream_error
+        ├── UpstreamStatusError       the upstream's 4xx as is, 5xx as 502/503/504
+        ├── UpstreamConnectionError   502 (connection refused, reset, DNS)
+        ├── UpstreamTimeoutError      504
+        └── UpstreamStreamError       502 (stream cut or malformed after it started)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthenticationError",
+    "GatewayError",
+    "InvalidRequestError",
+    "MalformedJSONError",
+    "ModelNotFoundError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamStatusError",
+    "UpstreamStreamError",
+    "UpstreamTimeoutError",
+]
+
+
+class GatewayError(Exception):
+    status: int = 500
+    type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+        self.headers: dict[str, str] = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+
+class InvalidRequestError(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class MalformedJSONError(InvalidRequestError):
+    code = "invalid_json"
+
+
+class AuthenticationError(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(GatewayError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFoundError(GatewayError):
+    status = 404
+    type = "not_found_error"
+
+
+class ModelNotFoundError(NotFoundError):
+    code = "model_not_found"
+
+
+class RequestTimeoutError(GatewayError):
+    status = 408
+    type = "timeout_error"
+    code = "ttft_timeout"
+
+
+class PayloadTooLargeError(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimitError(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """A provider could not give an answer. ``provider`` names the provider account."""
+
+    status = 502
+    type = "upstream_error"
+
+    def __init__(self, message: str, *, provider: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.provider = provider
+
+
+class UpstreamStatusError(UpstreamError):
+    """The provider answered with an error status, kept in ``upstream_status``.
+
+    The client sees the upstream's 4xx as is (its request was at fault), except 401 and 403,
+    which mean the gateway's own provider credentials were refused and become 502. A 5xx
+    becomes 502, except 503 and 504, which keep their meaning.
+    """
+
+    def __init__(self, message: str, *, upstream_status: int, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.upstream_status = upstream_status
+        if upstream_status in (401, 403):
+            self.status, self.code = 502, "upstream_authentication_failed"
+        elif 400 <= upstream_status < 500:
+            self.status = upstream_status
+            self.type = "rate_limit_error" if upstream_status == 429 else "invalid_request_error"
+        elif upstream_status in (503, 504):
+            self.status = upstream_status
+        else:
+            self.status = 502
+        if self.code is None:
+            self.code = f"upstream_{upstream_status}"
+
+
+class UpstreamConnectionError(UpstreamError):
+    code = "upstream_connection_error"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    status = 504
+    type = "timeout_error"
+    code = "upstream_timeout"
+
+
+class UpstreamStreamError(UpstreamError):
+    code = "upstream_stream_error"

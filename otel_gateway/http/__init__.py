@@ -1,0 +1,1 @@
+"""The HTTP front: endpoints and the ASGI helpers they share."""

@@ -1,0 +1,116 @@
+"""Small ASGI helpers for the hot path: body reading with a limit, JSON answers, request ids."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import GatewayError, MalformedJSONError, NotFoundError, PayloadTooLargeError
+
+REQUEST_ID = "otel_gateway.request_id"
+_JSON = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read; there is no one to answer."""
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (``x-gateway-request-id`` on the response, the log record's id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = scope[REQUEST_ID] = str(uuid.uuid4())
+        header = (b"x-gateway-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise MalformedJSONError("The request body is empty; send a JSON object.")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSONError(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedJSONError("The request body must be a JSON object.")
+    return data
+
+
+async def send_json(send: Send, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+    body = orjson.dumps(payload)
+    raw_headers = [_JSON, (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw_headers += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def headers_of(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def error_response(error: GatewayError) -> Response:
+    return Response(orjson.dumps(error.body()), status_code=error.status, headers=error.headers,
+                    media_type="application/json")
+
+
+async def gateway_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: GatewayError = NotFoundError(f"Unknown path: {request.method} {request.url.path}", code="unknown_path")
+    else:
+        error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
+        error.status = exc.status_code
+        error.type = "invalid_request_error" if exc.status_code < 500 else "internal_error"
+    return error_response(error)
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    return error_response(GatewayError("The gateway failed to handle this request; see its logs.", code="internal_error"))
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"The request body is larger than the gateway's limit of {limit} bytes.")

@@ -1,0 +1,103 @@
+"""``POST /v1/chat/completions``: parse once, send down the chain, answer or stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from ..chat import ChatCall, ChunkStream, Completion, RequestContext
+from ..chat import Send as ChatSend
+from ..errors import GatewayError, InvalidRequestError
+from ..sse import DONE
+from ._asgi import REQUEST_ID, ClientGone, headers_of, parse_json_object, read_body, send_json
+
+logger = logging.getLogger("otel_gateway.chat")
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class ChatCompletionsEndpoint:
+    def __init__(self, send: ChatSend, *, max_body_bytes: int) -> None:
+        self._send = send
+        self._max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            body = parse_json_object(await read_body(scope, receive, self._max_body))
+        except ClientGone:
+            return
+        headers = headers_of(scope)
+        _validate(body)
+        context = RequestContext(request_id=scope[REQUEST_ID], headers=headers, ttft_timeout=_ttft(headers))
+        result = await self._send(ChatCall(body=body, model=body["model"], context=context))
+        if isinstance(result, Completion):
+            await send_json(send, 200, result.data, result.headers)
+        else:
+            await stream_to_client(result, receive, send)
+
+
+async def stream_to_client(stream: ChunkStream, receive: Receive, send: Send) -> None:
+    """Passes chunks on as they arrive. A failure after the start becomes a final error event;
+    a client that leaves cancels the pump at once, which closes the upstream."""
+    pump = asyncio.current_task()
+    assert pump is not None
+    gone = asyncio.Event()
+
+    async def watch_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+        pump.cancel()
+
+    watcher = asyncio.create_task(watch_disconnect())
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        async for chunk in stream:
+            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": DONE})
+    except GatewayError as exc:
+        logger.warning("stream failed after it started: %s", exc.message)
+        await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(exc.body()) + b"\n\n"})
+    except asyncio.CancelledError:
+        if not gone.is_set():
+            raise
+        pump.uncancel()
+    finally:
+        watcher.cancel()
+        await stream.aclose()
+
+
+def _validate(body: Mapping[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequestError("You must provide a model parameter (a non-empty string).", param="model",
+                                  code="missing_required_parameter")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("You must provide messages: a non-empty array of message objects.",
+                                  param="messages", code="missing_required_parameter")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequestError(f"messages[{index}] must be an object with a string 'role'.",
+                                      param=f"messages[{index}]", code="invalid_value")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequestError("stream must be a boolean.", param="stream", code="invalid_type")
+
+
+def _ttft(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("x-gateway-ttft-timeout-ms")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) == 0:
+        raise InvalidRequestError("x-gateway-ttft-timeout-ms must be a positive whole number of milliseconds.",
+                                  param="x-gateway-ttft-timeout-ms", code="invalid_header")
+    return int(value) / 1000

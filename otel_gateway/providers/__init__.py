@@ -1,0 +1,78 @@
+"""Provider adapters, one module each, chosen by one registry lookup on the provider ``type``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from ..config import GatewayConfig, ProviderType
+from ..errors import ModelNotFoundError
+from ._base import ProviderAdapter, StreamTranslator
+from .anthropic import AnthropicAdapter
+from .azure import AzureOpenAIAdapter
+from .mock import MockAdapter
+from .openai import OpenAIAdapter, OpenAICompatibleAdapter
+
+__all__ = ["ADAPTERS", "ProviderAdapter", "ProviderRegistry", "Route", "StreamTranslator"]
+
+ADAPTERS: Mapping[ProviderType, type[ProviderAdapter]] = {
+    "openai": OpenAIAdapter,
+    "openai-compatible": OpenAICompatibleAdapter,
+    "azure-openai": AzureOpenAIAdapter,
+    "anthropic": AnthropicAdapter,
+    "mock": MockAdapter,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    adapter: ProviderAdapter
+    upstream_model: str
+    model_id: str
+
+
+class ProviderRegistry:
+    """Every configured provider account, resolved from ``provider-account/model`` ids."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        client_for: Callable[[httpx.AsyncBaseTransport | None], httpx.AsyncClient],
+    ) -> None:
+        """``client_for(transport)`` makes an HTTP client; ``None`` asks for the shared pool."""
+        self._routes: dict[str, Route] = {}
+        shared = client_for(None)
+        self._clients: list[httpx.AsyncClient] = [shared]
+        for provider in config.providers:
+            adapter_type = ADAPTERS[provider.type]
+            transport = adapter_type.own_transport(provider)
+            provider_client = shared
+            if transport is not None:
+                provider_client = client_for(transport)
+                self._clients.append(provider_client)
+            adapter = adapter_type(provider, provider_client)
+            for model, upstream_model in provider.models.items():
+                model_id = f"{provider.name}/{model}"
+                self._routes[model_id] = Route(adapter, upstream_model, model_id)
+
+    def resolve(self, model_id: str) -> Route:
+        route = self._routes.get(model_id)
+        if route is None:
+            raise ModelNotFoundError(
+                f"The model '{model_id}' does not exist or you do not have access to it. "
+                "Address models as 'provider-account/model'; GET /v1/models lists them.",
+                param="model",
+            )
+        return route
+
+    def model_ids(self) -> list[str]:
+        return list(self._routes)
+
+    def owner(self, model_id: str) -> str:
+        return self._routes[model_id].adapter.name
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()

@@ -1,0 +1,90 @@
+"""The interface every provider adapter implements.
+
+An adapter translates one OpenAI chat request into its provider's wire format, and the
+provider's answer, stream events and errors back. It never sends anything itself: the
+attempt layer (``chat._upstream``) owns the HTTP exchange, the span and error mapping.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from ..config import ProviderConfig
+from ..sse import ServerSentEvent
+
+if TYPE_CHECKING:
+    from ..chat._types import ChatCall
+
+
+class StreamTranslator(Protocol):
+    """Turns the provider's stream events into OpenAI ``chat.completion.chunk`` dicts."""
+
+    finished: bool
+    """True once the provider signalled a complete end of stream."""
+
+    def translate(self, event: ServerSentEvent) -> list[dict[str, Any]]:
+        """Chunks for one event (often one, sometimes none). Raises ``UpstreamStreamError``
+        when the provider reports an error inside the stream."""
+        ...
+
+
+class ProviderAdapter(ABC):
+    gen_ai_provider: ClassVar[str]
+    """The ``gen_ai.provider.name`` of this provider type."""
+
+    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+        self.timeout = httpx.Timeout(config.timeout_ms / 1000)
+        url = urlsplit(config.url)
+        self.server_address = url.hostname or ""
+        self.server_port = url.port or (443 if url.scheme == "https" else 80)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @classmethod
+    def own_transport(cls, config: ProviderConfig) -> httpx.AsyncBaseTransport | None:
+        """A transport of this adapter's own instead of the shared pool (the mock has one)."""
+        return None
+
+    @abstractmethod
+    def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
+        """The upstream request for ``call``; a streamed call must ask for usage upstream."""
+
+    @abstractmethod
+    def translate_response(self, data: dict[str, Any], call: ChatCall) -> dict[str, Any]:
+        """The provider's JSON answer as an OpenAI ``chat.completion``."""
+
+    @abstractmethod
+    def stream_translator(self, call: ChatCall) -> StreamTranslator:
+        """A fresh translator for one streamed answer."""
+
+    def error_message(self, status: int, body: bytes) -> str:
+        """The human part of an error answer; the caller scrubs credentials from it."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            text = body.decode("utf-8", "replace").strip()
+            return text[:500] or f"HTTP {status}"
+        if isinstance(data, dict):
+            error = data.get("error", data)
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                return str(error["message"])
+            if isinstance(error, str):
+                return error
+        return f"HTTP {status}"
+
+    def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
+        headers = {"content-type": "application/json", "accept": "application/json", **headers, **self.config.headers}
+        return self.client.build_request(
+            "POST", url, content=orjson.dumps(body), headers=headers, timeout=self.timeout
+        )

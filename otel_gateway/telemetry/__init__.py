@@ -1,0 +1,19 @@
+"""Tracing: the SERVER span middleware, the ``chatCompletions`` lifecycle, setup from the environment."""
+
+from typing import TypeAlias
+
+from ._genai import ChatInvocation, NullInvocation
+from ._server import ServerSpanMiddleware
+from ._setup import capture_content, tracer_provider_from_env, tracing_enabled
+
+Invocation: TypeAlias = ChatInvocation | NullInvocation
+
+__all__ = [
+    "ChatInvocation",
+    "Invocation",
+    "NullInvocation",
+    "ServerSpanMiddleware",
+    "capture_content",
+    "tracer_provider_from_env",
+    "tracing_enabled",
+]

@@ -1,0 +1,222 @@
+"""The ``chatCompletions`` span: one lifecycle object per upstream attempt owns it.
+
+Request attributes are set when the span starts (so samplers see them), response attributes
+when it stops, ``error.type`` when it fails. Prompts and completions are indexed
+(``gen_ai.prompt.{i}.*``, ``gen_ai.completion.{i}.*``) and each prompt message is also an event
+named by its role. With content capture off, every attribute that carries text is left out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from ..errors import GatewayError
+
+SPAN_NAME = "chatCompletions"
+
+_REQUEST_PARAMS = {
+    "max_tokens": "gen_ai.request.max_tokens",
+    "max_completion_tokens": "gen_ai.request.max_tokens",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "seed": "gen_ai.request.seed",
+}
+_EVENTS = {"system": "gen_ai.system.message", "developer": "gen_ai.system.message", "user": "gen_ai.user.message",
+           "assistant": "gen_ai.assistant.message", "tool": "gen_ai.tool.message"}
+
+
+class ChatInvocation:
+    """Owns one ``chatCompletions`` span from request to the last chunk; ``stop``, ``fail`` and
+    ``cancel`` are idempotent, the first one wins."""
+
+    __slots__ = ("span", "_capture", "_started", "_first_chunk", "_ended")
+
+    def __init__(self, span: Span, capture_content: bool) -> None:
+        self.span = span
+        self._capture = capture_content
+        self._started = time.monotonic()
+        self._first_chunk: float | None = None
+        self._ended = False
+
+    @classmethod
+    def start(
+        cls,
+        tracer: Tracer,
+        *,
+        params: Mapping[str, Any],
+        requested_model: str,
+        provider: str,
+        server: tuple[str, int],
+        capture_content: bool,
+    ) -> ChatInvocation:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": provider,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": requested_model,
+            "gen_ai.request.stream": bool(params.get("stream")),
+            "server.address": server[0],
+            "server.port": server[1],
+        }
+        for key, attribute in _REQUEST_PARAMS.items():
+            value = params.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                attributes[attribute] = value
+        stop = params.get("stop")
+        if stop:
+            attributes["gen_ai.request.stop_sequences"] = [stop] if isinstance(stop, str) else [str(s) for s in stop]
+        if isinstance(params.get("n"), int) and params["n"] != 1:
+            attributes["gen_ai.request.choice.count"] = params["n"]
+        span = tracer.start_span(SPAN_NAME, kind=SpanKind.CLIENT, attributes=attributes)
+        messages = params.get("messages")
+        if span.is_recording() and isinstance(messages, Sequence):
+            span.set_attributes(_prompt_attributes(messages, capture_content))
+            for message in messages:
+                if isinstance(message, Mapping):
+                    span.add_event(*_message_event(message, provider, capture_content))
+        return cls(span, capture_content)
+
+    def first_chunk(self) -> None:
+        if self._first_chunk is None:
+            self._first_chunk = time.monotonic()
+            if self.span.is_recording():
+                self.span.set_attribute("gen_ai.response.time_to_first_chunk", self._first_chunk - self._started)
+
+    def stop(self, completion: Mapping[str, Any]) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.span.is_recording():
+            self.span.set_attributes(_response_attributes(completion, self._capture))
+        self.span.end()
+
+    def fail(self, error: BaseException) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.span.is_recording():
+            self.span.set_attribute("error.type", _error_type(error))
+            self.span.set_status(Status(StatusCode.ERROR, str(error)))
+        self.span.end()
+
+    def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
+        """The client went away mid-stream: record what had arrived and end the span."""
+        if self._ended:
+            return
+        if self.span.is_recording():
+            self.span.set_attribute("error.type", "cancelled")
+            if partial is not None:
+                self.span.set_attributes(_response_attributes(partial, self._capture))
+        self._ended = True
+        self.span.end()
+
+
+class NullInvocation:
+    """Stands in for :class:`ChatInvocation` when tracing is off: no SDK work at all."""
+
+    __slots__ = ()
+
+    def first_chunk(self) -> None:
+        pass
+
+    def stop(self, completion: Mapping[str, Any]) -> None:
+        pass
+
+    def fail(self, error: BaseException) -> None:
+        pass
+
+    def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
+        pass
+
+
+def _error_type(error: BaseException) -> str:
+    status = getattr(error, "upstream_status", None)
+    if status is not None:
+        return str(status)
+    if isinstance(error, GatewayError) and error.code:
+        return error.code
+    return type(error).__qualname__
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    return orjson.dumps(content).decode()
+
+
+def _tool_call_attributes(out: dict[str, Any], prefix: str, calls: Any, capture: bool) -> None:
+    for j, call in enumerate(calls if isinstance(calls, Sequence) else ()):
+        if not isinstance(call, Mapping):
+            continue
+        function = call.get("function") or {}
+        out[f"{prefix}.tool_calls.{j}.id"] = str(call.get("id") or "")
+        out[f"{prefix}.tool_calls.{j}.name"] = str(function.get("name") or "")
+        if capture:
+            out[f"{prefix}.tool_calls.{j}.arguments"] = str(function.get("arguments") or "")
+
+
+def _prompt_attributes(messages: Sequence[Any], capture: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            continue
+        prefix = f"gen_ai.prompt.{i}"
+        out[f"{prefix}.role"] = str(message.get("role", "unknown"))
+        if capture and message.get("content") is not None:
+            out[f"{prefix}.content"] = _content_text(message["content"])
+        if message.get("tool_calls"):
+            _tool_call_attributes(out, prefix, message["tool_calls"], capture)
+        if message.get("tool_call_id"):
+            out[f"{prefix}.tool_call_id"] = str(message["tool_call_id"])
+    return out
+
+
+def _message_event(message: Mapping[str, Any], provider: str, capture: bool) -> tuple[str, dict[str, Any]]:
+    role = str(message.get("role", "unknown"))
+    attributes: dict[str, Any] = {"gen_ai.system": provider, "role": role}
+    if capture and message.get("content") is not None:
+        attributes["content"] = _content_text(message["content"])
+    if message.get("tool_call_id"):
+        attributes["id"] = str(message["tool_call_id"])
+    if capture and message.get("tool_calls"):
+        attributes["tool_calls"] = _content_text(message["tool_calls"])
+    return _EVENTS.get(role, "gen_ai.unknown.message"), attributes
+
+
+def _response_attributes(completion: Mapping[str, Any], capture: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if completion.get("id"):
+        out["gen_ai.response.id"] = str(completion["id"])
+    if completion.get("model"):
+        out["gen_ai.response.model"] = str(completion["model"])
+    reasons = []
+    for choice in completion.get("choices") or ():
+        index = choice.get("index", 0)
+        message = choice.get("message") or {}
+        prefix = f"gen_ai.completion.{index}"
+        out[f"{prefix}.role"] = str(message.get("role") or "assistant")
+        if capture and message.get("content") is not None:
+            out[f"{prefix}.content"] = _content_text(message["content"])
+        reason = choice.get("finish_reason")
+        if reason:
+            out[f"{prefix}.finish_reason"] = str(reason)
+            reasons.append(str(reason))
+        if message.get("tool_calls"):
+            _tool_call_attributes(out, prefix, message["tool_calls"], capture)
+    if reasons:
+        out["gen_ai.response.finish_reasons"] = reasons
+    usage = completion.get("usage") or {}
+    if isinstance(usage.get("prompt_tokens"), int):
+        out["gen_ai.usage.input_tokens"] = usage["prompt_tokens"]
+    if isinstance(usage.get("completion_tokens"), int):
+        out["gen_ai.usage.output_tokens"] = usage["completion_tokens"]
+    return out
