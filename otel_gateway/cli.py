@@ -95,7 +95,7 @@ def _app(config: GatewayConfig) -> Starlette:
     provider = tracer_provider_from_env()
     if provider is not None:
         trace.set_tracer_provider(provider)
-    return create_app(config, tracer_provider=provider)
+    return create_app(config, tracer_provider=provider, reload_on_sighup=True)
 
 
 if __name__ == "__main__":

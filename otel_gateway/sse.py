@@ -22,7 +22,7 @@ class ServerSentEvent:
 class SSEDecoder:
     """Turns arbitrary byte chunks into events, holding back an incomplete line or event."""
 
-    __slots__ = ("_buffer", "_event", "_data")
+    __slots__ = ("_buffer", "_data", "_event")
 
     def __init__(self) -> None:
         self._buffer = b""

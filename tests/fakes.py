@@ -100,7 +100,8 @@ def openai_completion(content: str | None = "Hello there", *, model: str = "gpt-
 def openai_stream(parts: list[str], *, model: str = "gpt-4o-2024-08-06", usage: bool = True,
                   done: bool = True) -> list[bytes]:
     head = {"id": "chatcmpl-fake2", "object": "chat.completion.chunk", "created": 1700000000, "model": model}
-    frames = [sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})]
+    first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+    frames = [sse({**head, "choices": [first]})]
     frames += [sse({**head, "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}) for p in parts]
     frames.append(sse({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
     if usage:

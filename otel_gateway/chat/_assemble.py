@@ -9,7 +9,7 @@ class CompletionAssembler:
     """Feed every chunk; :meth:`result` gives the message(s) they add up to, with tool-call
     argument fragments joined in order."""
 
-    __slots__ = ("_choices", "_meta", "usage", "chunk_count")
+    __slots__ = ("_choices", "_meta", "chunk_count", "usage")
 
     def __init__(self) -> None:
         self._choices: dict[int, dict[str, Any]] = {}
@@ -30,7 +30,8 @@ class CompletionAssembler:
         index = choice.get("index", 0)
         slot = self._choices.get(index)
         if slot is None:
-            slot = self._choices[index] = {"role": "assistant", "content": None, "tool_calls": {}, "finish_reason": None}
+            slot = {"role": "assistant", "content": None, "tool_calls": {}, "finish_reason": None}
+            self._choices[index] = slot
         delta = choice.get("delta") or {}
         if delta.get("role"):
             slot["role"] = delta["role"]

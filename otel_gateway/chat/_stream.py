@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -37,23 +37,24 @@ class UpstreamStream:
         self._translator = translator
         self._invocation = invocation
         self._include_usage = include_usage
-        self._chunks = self._generate()
+        self._chunks: AsyncGenerator[dict[str, Any], None] = self._generate()
         self._first: dict[str, Any] | None = None
         self._closed = False
         self.assembler = CompletionAssembler()
 
-    async def prefetch(self, ttft_timeout: float | None) -> None:
-        """Waits for the first chunk, so that a failure before it raises here."""
+    async def prefetch(self, ttft_timeout: float | None, *, started_at: float | None = None) -> None:
+        """Waits for the first chunk, so that a failure before it raises here. The ``ttft_timeout``
+        clock runs from ``started_at`` (event loop time; default: now), when the request was sent."""
         error: GatewayError
+        start = asyncio.get_running_loop().time() if started_at is None else started_at
         try:
-            async with asyncio.timeout(ttft_timeout):
+            async with asyncio.timeout_at(None if ttft_timeout is None else start + ttft_timeout):
                 self._first = await anext(self._chunks)
             return
         except StopAsyncIteration:
             error = UpstreamStreamError("the upstream ended the stream before sending anything")
         except TimeoutError:
-            ms = round((ttft_timeout or 0) * 1000)
-            error = RequestTimeoutError(f"no streamed chunk arrived within {ms} ms (x-gateway-ttft-timeout-ms)")
+            error = ttft_exceeded(ttft_timeout or 0)
         except GatewayError as exc:
             error = exc
         except asyncio.CancelledError:
@@ -95,19 +96,19 @@ class UpstreamStream:
         await self._chunks.aclose()
         await self._response.aclose()
 
-    async def _generate(self) -> AsyncIterator[dict[str, Any]]:
+    async def _generate(self) -> AsyncGenerator[dict[str, Any], None]:
         decoder = SSEDecoder()
         translate = self._translator.translate
         try:
             async for raw in self._response.aiter_raw():
                 for event in decoder.feed(raw):
                     for chunk in translate(event):
-                        if (chunk := self._observe(chunk)) is not None:
-                            yield chunk
+                        if (passed := self._observe(chunk)) is not None:
+                            yield passed
             for event in decoder.flush():
                 for chunk in translate(event):
-                    if (chunk := self._observe(chunk)) is not None:
-                        yield chunk
+                    if (passed := self._observe(chunk)) is not None:
+                        yield passed
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError("the upstream stopped sending in the middle of the stream") from exc
         except httpx.TransportError as exc:
@@ -124,3 +125,8 @@ class UpstreamStream:
         if not chunk.get("choices"):
             return None
         return {key: value for key, value in chunk.items() if key != "usage"}
+
+
+def ttft_exceeded(ttft_timeout: float) -> RequestTimeoutError:
+    ms = round(ttft_timeout * 1000)
+    return RequestTimeoutError(f"no streamed chunk arrived within {ms} ms (x-gateway-ttft-timeout-ms)")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, TypeAlias
 
+from ..identity import ANONYMOUS, Identity
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -20,6 +22,13 @@ class RequestContext:
     """The client's request headers, names lower-cased."""
     ttft_timeout: float | None = None
     """Seconds allowed until the first streamed chunk (``x-gateway-ttft-timeout-ms``)."""
+    identity: Identity = ANONYMOUS
+    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    """The caller's ``x-gateway-metadata``."""
+    deadline: float | None = None
+    """Event-loop time by which the whole request must be answered (``x-gateway-request-timeout``)."""
+    response_headers: dict[str, str] = field(default_factory=dict)
+    """Headers layers add to the client's response (``x-ratelimit-*``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..providers import ProviderAdapter, ProviderRegistry
 from ..telemetry import ChatInvocation, Invocation, NullInvocation
-from ._stream import UpstreamStream
+from ._stream import UpstreamStream, ttft_exceeded
 from ._types import ChatCall, ChunkStream, Completion
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,})")
@@ -64,10 +64,20 @@ class ProviderSend:
         adapter = route.adapter
         invocation = self._start(call, adapter)
         response: httpx.Response | None = None
+        # Time to first token counts from the request: a provider slow to start its answer exceeds it too.
+        ttft = call.context.ttft_timeout if call.stream else None
+        started_at = asyncio.get_running_loop().time()
         try:
             request = adapter.build_request(call, route.upstream_model)
             with self._current(invocation):
-                response = await adapter.client.send(request, stream=True)
+                waiting = asyncio.timeout(ttft)
+                try:
+                    async with waiting:
+                        response = await adapter.transport.handle_async_request(request)
+                except TimeoutError:
+                    if not waiting.expired():
+                        raise
+                    raise ttft_exceeded(ttft or 0) from None
             if response.status_code >= 400:
                 body = await response.aread()
                 message = self._scrub(adapter.error_message(response.status_code, body))
@@ -95,7 +105,7 @@ class ProviderSend:
             invocation.cancel()
             raise
         stream = UpstreamStream(response, adapter.stream_translator(call), invocation, include_usage=call.include_usage)
-        await stream.prefetch(call.context.ttft_timeout)
+        await stream.prefetch(ttft, started_at=started_at)
         return stream
 
     def _start(self, call: ChatCall, adapter: ProviderAdapter) -> Invocation:
@@ -114,7 +124,9 @@ class ProviderSend:
     @contextlib.contextmanager
     def _current(invocation: Invocation) -> Iterator[None]:
         if isinstance(invocation, ChatInvocation):
-            with trace.use_span(invocation.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            with trace.use_span(
+                invocation.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
                 yield
         else:
             yield
@@ -125,7 +137,8 @@ class ProviderSend:
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            raise UpstreamError(f"{adapter.name}: the upstream answered with a body that is not JSON", provider=adapter.name)
+            message = f"{adapter.name}: the upstream answered with a body that is not JSON"
+            raise UpstreamError(message, provider=adapter.name)
         return adapter.translate_response(data, call)
 
     def _transport_error(self, adapter: ProviderAdapter, exc: httpx.HTTPError) -> UpstreamError:

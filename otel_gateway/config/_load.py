@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -12,9 +13,21 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ._schema import DOCUMENT_TYPES, Model, ProviderConfig, ProvidersDocument, ServerDocument
+from ._routing import AuthDocument, FallbackDocument, LoadBalanceDocument, RateLimitDocument
+from ._schema import Model, ProviderConfig, ProvidersDocument, ServerDocument
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+DOCUMENT_TYPES: Mapping[str, type[Model]] = {
+    "gateway-providers-config": ProvidersDocument,
+    "gateway-server-config": ServerDocument,
+    "gateway-auth-config": AuthDocument,
+    "gateway-rate-limiting-config": RateLimitDocument,
+    "gateway-load-balancing-config": LoadBalanceDocument,
+    "gateway-fallback-config": FallbackDocument,
+}
+_SINGLE = {ServerDocument: "server", AuthDocument: "auth", RateLimitDocument: "rate_limiting",
+           LoadBalanceDocument: "load_balancing", FallbackDocument: "fallback"}
 
 BUILTIN_DEFAULT = """\
 type: gateway-providers-config
@@ -52,7 +65,14 @@ class GatewayConfig:
     server: ServerDocument = field(
         default_factory=lambda: ServerDocument(type="gateway-server-config")
     )
+    auth: AuthDocument | None = None
+    """No auth document: every caller is ``user:anonymous`` in tenant ``default``."""
+    rate_limiting: RateLimitDocument | None = None
+    load_balancing: LoadBalanceDocument | None = None
+    fallback: FallbackDocument | None = None
     sources: tuple[str, ...] = ()
+    origin: str | None = None
+    """The file or directory this was loaded from; a reload reads it again."""
 
     def provider(self, name: str) -> ProviderConfig | None:
         for provider in self.providers:
@@ -65,7 +85,9 @@ class GatewayConfig:
         return tuple(secret for p in self.providers if (secret := p.secret()))
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
     """Load a YAML file or a directory of YAML files; ``None`` loads the built-in default."""
     env = os.environ if environ is None else environ
     if path is None:
@@ -79,7 +101,8 @@ def load_config(path: str | os.PathLike[str] | None = None, *, environ: Mapping[
         files = [root]
     else:
         raise ConfigError([ConfigIssue(str(root), "", "no such file or directory")])
-    return _build([(str(f), f.read_text(encoding="utf-8")) for f in files], env)
+    config = _build([(str(f), f.read_text(encoding="utf-8")) for f in files], env)
+    return dataclasses.replace(config, origin=str(root))
 
 
 def load_config_text(text: str, *, source: str = "<string>", environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -130,7 +153,7 @@ def _parse_document(label: str, raw: Any, env: Mapping[str, str], issues: list[C
 def _assemble(documents: list[tuple[str, Model]], issues: list[ConfigIssue]) -> GatewayConfig:
     providers: list[ProviderConfig] = []
     seen: dict[str, str] = {}
-    server: ServerDocument | None = None
+    singles: dict[str, Model] = {}
     for label, doc in documents:
         if isinstance(doc, ProvidersDocument):
             for index, provider in enumerate(doc.providers):
@@ -141,16 +164,37 @@ def _assemble(documents: list[tuple[str, Model]], issues: list[ConfigIssue]) -> 
                     ))
                 seen[provider.name] = label
                 providers.append(provider)
-        elif isinstance(doc, ServerDocument):
-            if server is not None:
-                issues.append(ConfigIssue(label, "type", "gateway-server-config is defined twice"))
-            server = doc
+            continue
+        field_name = _SINGLE[type(doc)]
+        if field_name in singles:
+            issues.append(ConfigIssue(label, "type", f"a second {doc.type} document; merge them into one"))  # type: ignore[attr-defined]
+        singles[field_name] = doc
     if not providers and not issues:
-        issues.append(ConfigIssue("config", "", "no providers are configured (add a gateway-providers-config document)"))
+        message = "no providers are configured (add a gateway-providers-config document)"
+        issues.append(ConfigIssue("config", "", message))
+    model_ids = {f"{p.name}/{m}" for p in providers for m in p.models}
+    labels = {id(doc): label for label, doc in documents}
+    for doc in singles.values():
+        _check_targets(labels[id(doc)], doc, model_ids, issues)
     sources = tuple(dict.fromkeys(label.split(" (document")[0] for label, _ in documents))
-    if server is None:
-        return GatewayConfig(providers=tuple(providers), sources=sources)
-    return GatewayConfig(providers=tuple(providers), server=server, sources=sources)
+    return GatewayConfig(providers=tuple(providers), sources=sources, **singles)  # type: ignore[arg-type]
+
+
+def _check_targets(label: str, doc: Model, model_ids: set[str], issues: list[ConfigIssue]) -> None:
+    """Every target a routing rule names must be a configured ``provider-account/model``."""
+    targets: list[tuple[str, str]] = []
+    if isinstance(doc, LoadBalanceDocument):
+        for r, rule in enumerate(doc.rules):
+            targets += [(f"rules[{r}].load_balance_targets[{t}].target", target.target)
+                        for t, target in enumerate(rule.load_balance_targets)]
+    elif isinstance(doc, FallbackDocument):
+        for r, fallback_rule in enumerate(doc.rules):
+            targets += [(f"rules[{r}].fallback_models[{t}].target", target.target)
+                        for t, target in enumerate(fallback_rule.fallback_models)]
+    for path, target in targets:
+        if target not in model_ids:
+            message = f"unknown target {target!r}: not a configured provider-account/model"
+            issues.append(ConfigIssue(label, path, message))
 
 
 def _interpolate(value: Any, env: Mapping[str, str], label: str, path: str, issues: list[ConfigIssue]) -> Any:
@@ -170,7 +214,8 @@ def _substitute(text: str, env: Mapping[str, str], label: str, path: str, issues
             return env[name]
         if default is not None:
             return default
-        issues.append(ConfigIssue(label, path, f"environment variable {name} is not set (use ${{{name}:-default}} for a default)"))
+        message = f"environment variable {name} is not set (use ${{{name}:-default}} for a default)"
+        issues.append(ConfigIssue(label, path, message))
         return ""
 
     return _VAR.sub(replace, text) if "${" in text else text

@@ -105,10 +105,3 @@ class ServerDocument(Model):
 
     type: Literal["gateway-server-config"]
     max_request_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
-
-
-# Document types this build understands; routing, logging and cache documents join here.
-DOCUMENT_TYPES: Mapping[str, type[Model]] = {
-    "gateway-providers-config": ProvidersDocument,
-    "gateway-server-config": ServerDocument,
-}

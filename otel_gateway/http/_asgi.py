@@ -109,7 +109,8 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    return error_response(GatewayError("The gateway failed to handle this request; see its logs.", code="internal_error"))
+    error = GatewayError("The gateway failed to handle this request; see its logs.", code="internal_error")
+    return error_response(error)
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:

@@ -11,8 +11,9 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from ..chat import ChatCall, ChunkStream, Completion, RequestContext
-from ..chat import Send as ChatSend
-from ..errors import GatewayError, InvalidRequestError
+from ..errors import GatewayError, InvalidRequestError, UpstreamTimeoutError
+from ..identity import ANONYMOUS, IDENTITY, METADATA
+from ..runtime import Gateway
 from ..sse import DONE
 from ._asgi import REQUEST_ID, ClientGone, headers_of, parse_json_object, read_body, send_json
 
@@ -26,26 +27,39 @@ _SSE_HEADERS = [
 
 
 class ChatCompletionsEndpoint:
-    def __init__(self, send: ChatSend, *, max_body_bytes: int) -> None:
-        self._send = send
-        self._max_body = max_body_bytes
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self._gateway.current
         try:
-            body = parse_json_object(await read_body(scope, receive, self._max_body))
+            body = parse_json_object(await read_body(scope, receive, runtime.config.server.max_request_body_bytes))
         except ClientGone:
             return
         headers = headers_of(scope)
         _validate(body)
-        context = RequestContext(request_id=scope[REQUEST_ID], headers=headers, ttft_timeout=_ttft(headers))
-        result = await self._send(ChatCall(body=body, model=body["model"], context=context))
+        deadline = _deadline(headers)
+        context = RequestContext(
+            request_id=scope[REQUEST_ID],
+            headers=headers,
+            ttft_timeout=_milliseconds(headers, "x-gateway-ttft-timeout-ms"),
+            identity=scope.get(IDENTITY, ANONYMOUS),
+            metadata=scope.get(METADATA) or {},
+            deadline=deadline,
+        )
+        call = ChatCall(body=body, model=body["model"], context=context)
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await runtime.send(call)
+        except TimeoutError:
+            raise _request_timeout(headers) from None
         if isinstance(result, Completion):
-            await send_json(send, 200, result.data, result.headers)
+            await send_json(send, 200, result.data, {**context.response_headers, **result.headers})
         else:
-            await stream_to_client(result, receive, send)
+            await stream_to_client(result, receive, send, context)
 
 
-async def stream_to_client(stream: ChunkStream, receive: Receive, send: Send) -> None:
+async def stream_to_client(stream: ChunkStream, receive: Receive, send: Send, context: RequestContext) -> None:
     """Passes chunks on as they arrive. A failure after the start becomes a final error event;
     a client that leaves cancels the pump at once, which closes the upstream."""
     pump = asyncio.current_task()
@@ -59,10 +73,16 @@ async def stream_to_client(stream: ChunkStream, receive: Receive, send: Send) ->
         pump.cancel()
 
     watcher = asyncio.create_task(watch_disconnect())
+    headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in context.response_headers.items()]
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        async for chunk in stream:
-            await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(chunk) + b"\n\n", "more_body": True})
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            async with asyncio.timeout_at(context.deadline):
+                async for chunk in stream:
+                    body = b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+        except TimeoutError:
+            raise _request_timeout(context.headers) from None
         await send({"type": "http.response.body", "body": DONE})
     except GatewayError as exc:
         logger.warning("stream failed after it started: %s", exc.message)
@@ -93,11 +113,22 @@ def _validate(body: Mapping[str, Any]) -> None:
         raise InvalidRequestError("stream must be a boolean.", param="stream", code="invalid_type")
 
 
-def _ttft(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("x-gateway-ttft-timeout-ms")
+def _milliseconds(headers: Mapping[str, str], name: str) -> float | None:
+    value = headers.get(name)
     if value is None:
         return None
     if not value.isdigit() or int(value) == 0:
-        raise InvalidRequestError("x-gateway-ttft-timeout-ms must be a positive whole number of milliseconds.",
-                                  param="x-gateway-ttft-timeout-ms", code="invalid_header")
+        raise InvalidRequestError(f"{name} must be a positive whole number of milliseconds.",
+                                  param=name, code="invalid_header")
     return int(value) / 1000
+
+
+def _deadline(headers: Mapping[str, str]) -> float | None:
+    timeout = _milliseconds(headers, "x-gateway-request-timeout")
+    return None if timeout is None else asyncio.get_running_loop().time() + timeout
+
+
+def _request_timeout(headers: Mapping[str, str]) -> UpstreamTimeoutError:
+    ms = headers.get("x-gateway-request-timeout")
+    return UpstreamTimeoutError(f"The request was not answered within {ms} ms (x-gateway-request-timeout).",
+                                code="request_timeout")

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..providers import ProviderRegistry
+from ..runtime import Gateway
 
 
-def models_endpoint(registry: ProviderRegistry) -> Callable[[Request], Response]:
-    listing = {
-        "object": "list",
-        "data": [
+def models_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    async def list_models(request: Request) -> Response:
+        runtime = gateway.current
+        registry = runtime.registry
+        data = [
             {"id": model_id, "object": "model", "created": 0, "owned_by": registry.owner(model_id)}
             for model_id in registry.model_ids()
-        ],
-    }
-
-    async def list_models(request: Request) -> Response:
-        return JSONResponse(listing)
+        ]
+        virtual = {name for rule in (runtime.config.load_balancing.rules if runtime.config.load_balancing else ())
+                   for name in rule.when.models or ()}
+        data += [{"id": name, "object": "model", "created": 0, "owned_by": "otel-gateway"}
+                 for name in sorted(virtual - set(registry.model_ids()))]
+        return JSONResponse({"object": "list", "data": data})
 
     return list_models
 

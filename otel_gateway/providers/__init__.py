@@ -39,20 +39,21 @@ class ProviderRegistry:
     def __init__(
         self,
         config: GatewayConfig,
-        client_for: Callable[[httpx.AsyncBaseTransport | None], httpx.AsyncClient],
+        transport_for: Callable[[httpx.AsyncBaseTransport | None], httpx.AsyncBaseTransport],
     ) -> None:
-        """``client_for(transport)`` makes an HTTP client; ``None`` asks for the shared pool."""
+        """``transport_for(own)`` gives the transport to send through (``own`` wrapped for tracing,
+        or the shared pool for ``None``)."""
         self._routes: dict[str, Route] = {}
-        shared = client_for(None)
-        self._clients: list[httpx.AsyncClient] = [shared]
+        shared = transport_for(None)
+        self._own: list[httpx.AsyncBaseTransport] = []
         for provider in config.providers:
             adapter_type = ADAPTERS[provider.type]
-            transport = adapter_type.own_transport(provider)
-            provider_client = shared
-            if transport is not None:
-                provider_client = client_for(transport)
-                self._clients.append(provider_client)
-            adapter = adapter_type(provider, provider_client)
+            own = adapter_type.own_transport(provider)
+            transport = shared
+            if own is not None:
+                transport = transport_for(own)
+                self._own.append(transport)
+            adapter = adapter_type(provider, transport)
             for model, upstream_model in provider.models.items():
                 model_id = f"{provider.name}/{model}"
                 self._routes[model_id] = Route(adapter, upstream_model, model_id)
@@ -74,5 +75,6 @@ class ProviderRegistry:
         return self._routes[model_id].adapter.name
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        """Closes the transports of adapters that have their own; the shared pool is the caller's."""
+        for transport in self._own:
+            await transport.aclose()

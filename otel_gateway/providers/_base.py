@@ -7,10 +7,8 @@ attempt layer (``chat._upstream``) owns the HTTP exchange, the span and error ma
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,10 +37,12 @@ class ProviderAdapter(ABC):
     gen_ai_provider: ClassVar[str]
     """The ``gen_ai.provider.name`` of this provider type."""
 
-    def __init__(self, config: ProviderConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.config = config
-        self.client = client
-        self.timeout = httpx.Timeout(config.timeout_ms / 1000)
+        self.transport = transport
+        """Where requests go. The attempt layer calls it directly: no client-side cookies,
+        redirects or auth hooks, which a gateway must not apply and should not pay for."""
+        self._extensions = {"timeout": httpx.Timeout(config.timeout_ms / 1000).as_dict()}
         url = urlsplit(config.url)
         self.server_address = url.hostname or ""
         self.server_port = url.port or (443 if url.scheme == "https" else 80)
@@ -83,8 +83,6 @@ class ProviderAdapter(ABC):
                 return error
         return f"HTTP {status}"
 
-    def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
+    def _post(self, url: str | httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
         headers = {"content-type": "application/json", "accept": "application/json", **headers, **self.config.headers}
-        return self.client.build_request(
-            "POST", url, content=orjson.dumps(body), headers=headers, timeout=self.timeout
-        )
+        return httpx.Request("POST", url, content=orjson.dumps(body), headers=headers, extensions=self._extensions)

@@ -25,6 +25,7 @@ from .openai import OpenAIAdapter
 if TYPE_CHECKING:
     from ..chat._types import ChatCall
 
+_JSON = {"content-type": "application/json"}
 _HEADERS = {
     "x-mock-delay-ms": "delay_ms",
     "x-mock-status": "fail_status",
@@ -65,14 +66,16 @@ class MockTransport(httpx.AsyncBaseTransport):
             return _error(options.fail_status, f"mock provider failing on purpose with status {options.fail_status}")
         answer = _answer(body)
         if not body.get("stream"):
-            return httpx.Response(200, json=answer, request=request)
+            return httpx.Response(200, content=orjson.dumps(answer), headers=_JSON, request=request)
         chunks = _chunks(answer, options.stream_chunks, _wants_usage(body))
         stream = _ChunkStream(chunks, options.chunk_delay_ms / 1000, options.fail_after_chunks, request)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream, request=request)
 
 
 class _ChunkStream(httpx.AsyncByteStream):
-    def __init__(self, chunks: list[dict[str, Any]], delay: float, fail_after: int | None, request: httpx.Request) -> None:
+    def __init__(
+        self, chunks: list[dict[str, Any]], delay: float, fail_after: int | None, request: httpx.Request
+    ) -> None:
         self._chunks, self._delay, self._fail_after, self._request = chunks, delay, fail_after, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -98,7 +101,8 @@ def _options(base: MockOptions, headers: Mapping[str, str]) -> MockOptions:
 
 def _error(status: int, message: str) -> httpx.Response:
     kind = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
-    return httpx.Response(status, json={"error": {"message": message, "type": kind, "code": f"mock_{status}", "param": None}})
+    body = {"error": {"message": message, "type": kind, "code": f"mock_{status}", "param": None}}
+    return httpx.Response(status, content=orjson.dumps(body), headers=_JSON)
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:

@@ -36,7 +36,7 @@ class ChatInvocation:
     """Owns one ``chatCompletions`` span from request to the last chunk; ``stop``, ``fail`` and
     ``cancel`` are idempotent, the first one wins."""
 
-    __slots__ = ("span", "_capture", "_started", "_first_chunk", "_ended")
+    __slots__ = ("_capture", "_ended", "_first_chunk", "_started", "span")
 
     def __init__(self, span: Span, capture_content: bool) -> None:
         self.span = span

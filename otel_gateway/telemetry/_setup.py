@@ -31,16 +31,15 @@ def tracer_provider_from_env(environ: Mapping[str, str] | None = None) -> Tracer
     env = os.environ if environ is None else environ
     if not tracing_enabled(env):
         return None
-    attributes = {"service.version": __version__}
-    if not env.get("OTEL_SERVICE_NAME"):
-        attributes["service.name"] = "otel-gateway"
+    attributes = {"service.version": __version__, "service.name": env.get("OTEL_SERVICE_NAME") or "otel-gateway"}
     provider = TracerProvider(resource=Resource.create(attributes))
     provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
     return provider
 
 
 def _exporter(env: Mapping[str, str]) -> SpanExporter:
-    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = protocol or "http/protobuf"
     if protocol.strip() == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 

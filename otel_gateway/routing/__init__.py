@@ -1,0 +1,45 @@
+"""Routing layers: small wrappers around the same ``send``, each owning its span.
+
+The chain, outermost first: rate limiting -> load balancing (with per-target retries) ->
+fallback -> the provider attempt (``chat.ProviderSend``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import Tracer
+
+from ..chat._types import Send
+from ..config import GatewayConfig
+from .ratelimit import Backends
+
+
+@dataclass(frozen=True)
+class ChainServices:
+    """Long-lived collaborators the layers share, kept across config reloads."""
+
+    tracer: Tracer | None
+    rate_limit_backends: Backends = field(default_factory=Backends)
+    """Rate-limit counters (memory) and Redis pools, one per backend, surviving reloads."""
+
+    async def aclose(self) -> None:
+        await self.rate_limit_backends.aclose()
+
+
+def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServices) -> Send:
+    send = provider_send
+    if config.fallback is not None:
+        from .fallback import Fallback
+
+        send = Fallback(send, config.fallback, tracer=services.tracer)
+    if config.load_balancing is not None:
+        from .loadbalance import LoadBalancer
+
+        send = LoadBalancer(send, config.load_balancing, tracer=services.tracer)
+    if config.rate_limiting is not None:
+        from .ratelimit import RateLimiter
+
+        backend = services.rate_limit_backends.get(config.rate_limiting)
+        send = RateLimiter(send, config.rate_limiting, backend, tracer=services.tracer)
+    return send
