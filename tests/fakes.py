@@ -28,6 +28,7 @@ class Reply:
     """Seconds between frames."""
     cut_after: int | None = None
     """Drop the connection after this many frames."""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,7 +61,8 @@ class FakeUpstream:
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.events is None:
-            return Response(orjson.dumps(reply.json), status_code=reply.status, media_type="application/json")
+            return Response(orjson.dumps(reply.json), status_code=reply.status, media_type="application/json",
+                            headers=reply.headers)
         return StreamingResponse(self._frames(reply), status_code=reply.status, media_type="text/event-stream")
 
     async def _frames(self, reply: Reply) -> AsyncIterator[bytes]:

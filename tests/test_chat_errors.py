@@ -586,3 +586,12 @@ def test_mock_slower_than_ttft_is_408(http: httpx.Client) -> None:
     assert error_of(response, 408) == error("no streamed chunk arrived within 50 ms (x-gateway-ttft-timeout-ms)",
                                             "timeout_error", "ttft_timeout")
 
+
+
+def test_upstream_retry_after_reaches_the_client(http: httpx.Client, fake: FakeUpstream) -> None:
+    fake.reply = Reply(status=429, json=upstream_error("Rate limit reached for gpt-4o", "rate_limit_error"),
+                       headers={"retry-after": "7"})
+    response = http.post("/v1/chat/completions", json={"model": "oai/gpt-4o", "messages": [{"role": "user",
+                                                                                          "content": "hi"}]})
+    assert error_of(response, 429) == error("oai: Rate limit reached for gpt-4o", "rate_limit_error", "upstream_429")
+    assert response.headers["retry-after"] == "7"

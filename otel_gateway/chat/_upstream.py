@@ -70,23 +70,18 @@ class ProviderSend:
         try:
             request = adapter.build_request(call, route.upstream_model)
             with self._current(invocation):
-                waiting = asyncio.timeout(ttft)
-                try:
-                    async with waiting:
-                        response = await adapter.transport.handle_async_request(request)
-                except TimeoutError:
-                    if not waiting.expired():
-                        raise
-                    raise ttft_exceeded(ttft or 0) from None
+                response = await _send(adapter.transport, request, ttft)
             if response.status_code >= 400:
-                body = await response.aread()
+                body = await _read(response)
                 message = self._scrub(adapter.error_message(response.status_code, body))
+                retry_after = response.headers.get("retry-after")
                 raise UpstreamStatusError(
-                    f"{adapter.name}: {message}", upstream_status=response.status_code, provider=adapter.name
+                    f"{adapter.name}: {message}", upstream_status=response.status_code, provider=adapter.name,
+                    headers={"retry-after": retry_after} if retry_after else None,
                 )
             if not call.stream:
                 try:
-                    completion = Completion(self._parse(adapter, await response.aread(), call))
+                    completion = Completion(self._parse(adapter, await _read(response), call))
                 finally:
                     await response.aclose()
                 invocation.stop(completion.data)
@@ -149,6 +144,29 @@ class ProviderSend:
                 f"{adapter.name}: the upstream did not answer in time ({seconds:g} s): {detail}", provider=adapter.name
             )
         return UpstreamConnectionError(f"{adapter.name}: could not reach the upstream: {detail}", provider=adapter.name)
+
+
+async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request, ttft: float | None) -> httpx.Response:
+    if ttft is None:
+        return await transport.handle_async_request(request)
+    waiting = asyncio.timeout(ttft)
+    try:
+        async with waiting:
+            return await transport.handle_async_request(request)
+    except TimeoutError:
+        if not waiting.expired():
+            raise
+        raise ttft_exceeded(ttft) from None
+
+
+async def _read(response: httpx.Response) -> bytes:
+    """The whole body, read straight off the transport's stream (requests ask for no encoding)."""
+    try:
+        return response.content  # an in-process transport (the mock) answers with it read
+    except httpx.ResponseNotRead:
+        pass
+    chunks = [chunk async for chunk in response.aiter_raw()]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _close(response: httpx.Response | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Mapping
 from typing import Literal
@@ -50,6 +51,12 @@ class ProviderConfig(Model):
     headers: Mapping[str, str] = Field(default_factory=dict)
     """Extra headers sent upstream on every request."""
     mock: MockOptions = Field(default_factory=MockOptions)
+
+    @field_validator("api_version", "anthropic_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: object) -> object:
+        # YAML reads an unquoted 2024-10-21 as a date.
+        return value.isoformat() if isinstance(value, datetime.date) else value
 
     @field_validator("name")
     @classmethod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -32,7 +34,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = scope[REQUEST_ID] = str(uuid.uuid4())
+        request_id = scope[REQUEST_ID] = os.urandom(16).hex()
         header = (b"x-gateway-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -41,6 +43,32 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+@contextlib.asynccontextmanager
+async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
+    """Runs the body until done, or until the client disconnects: then the body is cancelled at
+    once (closing whatever upstream call it waits on) and the cancellation ends here."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+    finally:
+        watcher.cancel()
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

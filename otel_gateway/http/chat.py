@@ -11,11 +11,20 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from ..chat import ChatCall, ChunkStream, Completion, RequestContext
+from ..chat import Send as ChatSend
 from ..errors import GatewayError, InvalidRequestError, UpstreamTimeoutError
 from ..identity import ANONYMOUS, IDENTITY, METADATA
 from ..runtime import Gateway
 from ..sse import DONE
-from ._asgi import REQUEST_ID, ClientGone, headers_of, parse_json_object, read_body, send_json
+from ._asgi import (
+    REQUEST_ID,
+    ClientGone,
+    cancelled_on_disconnect,
+    headers_of,
+    parse_json_object,
+    read_body,
+    send_json,
+)
 
 logger = logging.getLogger("otel_gateway.chat")
 
@@ -48,31 +57,28 @@ class ChatCompletionsEndpoint:
             deadline=deadline,
         )
         call = ChatCall(body=body, model=body["model"], context=context)
-        try:
-            async with asyncio.timeout_at(deadline):
-                result = await runtime.send(call)
-        except TimeoutError:
-            raise _request_timeout(headers) from None
-        if isinstance(result, Completion):
-            await send_json(send, 200, result.data, {**context.response_headers, **result.headers})
-        else:
-            await stream_to_client(result, receive, send, context)
+        async with cancelled_on_disconnect(receive):
+            result = await _send_within_deadline(runtime.send, call)
+            if isinstance(result, Completion):
+                await send_json(send, 200, result.data, {**context.response_headers, **result.headers})
+            else:
+                await stream_to_client(result, send, context)
 
 
-async def stream_to_client(stream: ChunkStream, receive: Receive, send: Send, context: RequestContext) -> None:
+async def _send_within_deadline(chat_send: ChatSend, call: ChatCall) -> Completion | ChunkStream:
+    deadline = call.context.deadline
+    if deadline is None:
+        return await chat_send(call)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await chat_send(call)
+    except TimeoutError:
+        raise _request_timeout(call.context.headers) from None
+
+
+async def stream_to_client(stream: ChunkStream, send: Send, context: RequestContext) -> None:
     """Passes chunks on as they arrive. A failure after the start becomes a final error event;
-    a client that leaves cancels the pump at once, which closes the upstream."""
-    pump = asyncio.current_task()
-    assert pump is not None
-    gone = asyncio.Event()
-
-    async def watch_disconnect() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        gone.set()
-        pump.cancel()
-
-    watcher = asyncio.create_task(watch_disconnect())
+    the stream is closed however the pump ends (a client that leaves cancels it)."""
     headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in context.response_headers.items()]
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -87,12 +93,7 @@ async def stream_to_client(stream: ChunkStream, receive: Receive, send: Send, co
     except GatewayError as exc:
         logger.warning("stream failed after it started: %s", exc.message)
         await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(exc.body()) + b"\n\n"})
-    except asyncio.CancelledError:
-        if not gone.is_set():
-            raise
-        pump.uncancel()
     finally:
-        watcher.cancel()
         await stream.aclose()
 
 

@@ -43,6 +43,8 @@ class ProviderAdapter(ABC):
         """Where requests go. The attempt layer calls it directly: no client-side cookies,
         redirects or auth hooks, which a gateway must not apply and should not pay for."""
         self._extensions = {"timeout": httpx.Timeout(config.timeout_ms / 1000).as_dict()}
+        self._urls: dict[str, httpx.URL] = {}
+        """Parsed upstream URLs by upstream model: parsing one costs more than the rest of a request."""
         url = urlsplit(config.url)
         self.server_address = url.hostname or ""
         self.server_port = url.port or (443 if url.scheme == "https" else 80)
@@ -84,5 +86,6 @@ class ProviderAdapter(ABC):
         return f"HTTP {status}"
 
     def _post(self, url: str | httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
+        # No accept-encoding: answers come uncompressed and pass through without a decoder.
         headers = {"content-type": "application/json", "accept": "application/json", **headers, **self.config.headers}
         return httpx.Request("POST", url, content=orjson.dumps(body), headers=headers, extensions=self._extensions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -19,7 +20,14 @@ class OpenAIAdapter(ProviderAdapter):
     gen_ai_provider = "openai"
 
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
-        return self._post(self.chat_url(upstream_model), self.upstream_body(call, upstream_model), self.auth_headers())
+        url = self._urls.get(upstream_model)
+        if url is None:
+            url = self._urls[upstream_model] = httpx.URL(self.chat_url(upstream_model))
+        return self._post(url, self.upstream_body(call, upstream_model), self._auth)
+
+    @functools.cached_property
+    def _auth(self) -> dict[str, str]:
+        return self.auth_headers()
 
     def chat_url(self, upstream_model: str) -> str:
         return f"{self.config.url}/chat/completions"
