@@ -6,12 +6,14 @@ fallback -> the provider attempt (``chat.ProviderSend``).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from opentelemetry.trace import Tracer
 
 from ..chat._types import Send
 from ..config import GatewayConfig
+from .health import HealthRegistry
 from .ratelimit import Backends
 
 
@@ -20,6 +22,10 @@ class ChainServices:
     """Long-lived collaborators the layers share, kept across config reloads."""
 
     tracer: Tracer | None
+    health: HealthRegistry = field(default_factory=HealthRegistry)
+    """Upstream targets' health and latency, learned from every attempt; read by load balancing."""
+    rng: random.Random = field(default_factory=random.Random)
+    """Randomness of load balancing and retry jitter (seed it for reproducible runs)."""
     rate_limit_backends: Backends = field(default_factory=Backends)
     """Rate-limit counters (memory) and Redis pools, one per backend, surviving reloads."""
 
@@ -29,6 +35,10 @@ class ChainServices:
 
 def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServices) -> Send:
     send = provider_send
+    if config.load_balancing is not None:
+        from .health import HealthObserver
+
+        send = HealthObserver(send, services.health)
     if config.fallback is not None:
         from .fallback import Fallback
 
@@ -36,7 +46,9 @@ def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServi
     if config.load_balancing is not None:
         from .loadbalance import LoadBalancer
 
-        send = LoadBalancer(send, config.load_balancing, tracer=services.tracer)
+        send = LoadBalancer(
+            send, config.load_balancing, health=services.health, rng=services.rng, tracer=services.tracer
+        )
     if config.rate_limiting is not None:
         from .ratelimit import RateLimiter
 

@@ -394,3 +394,13 @@ def test_the_shipped_config_directory() -> None:
     assert "demo/echo" in model_ids(config)
     assert config.provider("demo") is not None
     assert config.provider("demo").type == "mock"  # type: ignore[union-attr]
+
+
+def test_an_unquoted_api_version_date_is_read_as_text() -> None:
+    config = load_config_text(
+        "type: gateway-providers-config\n"
+        "providers:\n"
+        "  - {name: az, type: azure-openai, base_url: 'https://r.openai.azure.com', api_key: k,"
+        " api_version: 2024-10-21, models: [gpt-4o]}\n"
+    )
+    assert config.providers[0].api_version == "2024-10-21"

@@ -1,0 +1,111 @@
+"""From a call to the buckets it draws on: matching rules, ``{user}``/``{model}`` ids, token estimates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ...chat._types import ChatCall
+from ...config import RateLimitDocument, RateLimitRule
+from .._match import matches
+from ._window import Kind, parse_unit
+
+_CHARS_PER_TOKEN = 4
+_TOKENS_PER_MESSAGE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One rule as it applies to one call: its own counter, named by tenant, expanded id and unit."""
+
+    rule_id: str
+    """The rule id with ``{user}`` and ``{model}`` filled in."""
+    key: str
+    limit: int
+    window_ms: int
+    kind: Kind
+    unit: str
+    cost: int
+    """What this call takes from the bucket: 1 request, or the token reservation (at most ``limit``)."""
+
+
+def expand(rule_id: str, call: ChatCall) -> str:
+    return rule_id.replace("{user}", call.context.identity.subject).replace("{model}", call.model)
+
+
+def buckets_for(config: RateLimitDocument, call: ChatCall) -> list[Bucket]:
+    """Every rule that matches ``call``, as buckets. Two rules that land on the same counter are
+    one bucket, held to the lower limit."""
+    reservation: int | None = None
+    found: dict[str, Bucket] = {}
+    for rule in config.rules:
+        if not matches(rule.when, call):
+            continue
+        kind, window_ms = parse_unit(rule.unit)
+        if kind == "tokens" and reservation is None:
+            reservation = estimate_tokens(call, config.default_max_tokens)
+        bucket = _bucket(rule, call, kind, window_ms, reservation)
+        if bucket.key not in found or bucket.limit < found[bucket.key].limit:
+            found[bucket.key] = bucket
+    return list(found.values())
+
+
+def _bucket(rule: RateLimitRule, call: ChatCall, kind: Kind, window_ms: int, reservation: int | None) -> Bucket:
+    rule_id = expand(rule.id, call)
+    tenant = call.context.identity.tenant.replace("%", "%25").replace(":", "%3A")
+    # A reservation larger than the whole limit could never pass; it may start on an empty bucket.
+    cost = 1 if kind == "requests" else min(reservation or 0, rule.limit_to)
+    return Bucket(rule_id, f"{tenant}:{rule_id}:{rule.unit}", rule.limit_to, window_ms, kind, rule.unit, cost)
+
+
+def estimate_tokens(call: ChatCall, default_max_tokens: int) -> int:
+    """A cheap upper-ish estimate of what a call will cost: a quarter token per character of the
+    prompt text (plus a few per message), and the output it may produce."""
+    messages = call.body.get("messages")
+    chars = 0
+    count = 0
+    for message in messages if isinstance(messages, Sequence) else ():
+        if isinstance(message, Mapping):
+            count += 1
+            chars += _text_length(message.get("content"))
+            for tool_call in message.get("tool_calls") or ():
+                if isinstance(tool_call, Mapping):
+                    chars += len(orjson.dumps(tool_call.get("function")))
+    tools = call.param("tools")
+    if tools:
+        chars += len(orjson.dumps(tools))
+    prompt = math.ceil(chars / _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * count
+    output = _positive_int(call.param("max_completion_tokens")) or _positive_int(call.param("max_tokens"))
+    choices = _positive_int(call.param("n")) or 1
+    return prompt + (output or default_max_tokens) * choices
+
+
+def usage_tokens(usage: Any) -> int | None:
+    """``total_tokens`` of an OpenAI usage object (or the sum of its parts), if it has one."""
+    if not isinstance(usage, Mapping):
+        return None
+    total = usage.get("total_tokens")
+    if isinstance(total, int) and not isinstance(total, bool):
+        return total
+    parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+    if all(isinstance(part, int) for part in parts):
+        return sum(parts)  # type: ignore[arg-type]
+    return None
+
+
+def _text_length(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, Sequence):
+        return sum(len(str(part.get("text") or "")) for part in content if isinstance(part, Mapping))
+    return 0
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
