@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol, TypeAlias
 
+from ..config import RetryConfig
 from ..identity import ANONYMOUS, Identity
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -42,6 +43,8 @@ class ChatCall:
     context: RequestContext
     overrides: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     """Parameters a routing rule sets over the client's (``override_params``)."""
+    retry: RetryConfig | None = None
+    """How to retry this call's target (a load-balancing target's ``retry_config``)."""
 
     @property
     def requested_model(self) -> str:
@@ -64,8 +67,10 @@ class ChatCall:
         """The body with overrides applied: a fresh dict, safe to change."""
         return {**self.body, **self.overrides} if self.overrides else dict(self.body)
 
-    def retarget(self, model: str, overrides: Mapping[str, Any] | None = None) -> ChatCall:
-        return dataclasses.replace(self, model=model, overrides=overrides or _EMPTY)
+    def retarget(
+        self, model: str, overrides: Mapping[str, Any] | None = None, retry: RetryConfig | None = None
+    ) -> ChatCall:
+        return dataclasses.replace(self, model=model, overrides=overrides or _EMPTY, retry=retry)
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Routing layers: small wrappers around the same ``send``, each owning its span.
 
-The chain, outermost first: rate limiting -> load balancing (with per-target retries) ->
-fallback -> the provider attempt (``chat.ProviderSend``).
+The chain, outermost first: rate limiting -> load balancing -> fallback -> retries of the
+target -> health observation -> the provider attempt (``chat.ProviderSend``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from opentelemetry.trace import Tracer
 
 from ..chat._types import Send
 from ..config import GatewayConfig
-from .health import HealthRegistry
-from .ratelimit import Backends
+from .fallback import Fallback
+from .health import HealthObserver, HealthRegistry
+from .loadbalance import LoadBalancer
+from .ratelimit import Backends, RateLimiter
+from .retry import RetryLayer
 
 
 @dataclass(frozen=True)
@@ -36,22 +39,14 @@ class ChainServices:
 def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServices) -> Send:
     send = provider_send
     if config.load_balancing is not None:
-        from .health import HealthObserver
-
-        send = HealthObserver(send, services.health)
+        send = RetryLayer(HealthObserver(send, services.health), rng=services.rng)
     if config.fallback is not None:
-        from .fallback import Fallback
-
         send = Fallback(send, config.fallback, tracer=services.tracer)
     if config.load_balancing is not None:
-        from .loadbalance import LoadBalancer
-
         send = LoadBalancer(
             send, config.load_balancing, health=services.health, rng=services.rng, tracer=services.tracer
         )
     if config.rate_limiting is not None:
-        from .ratelimit import RateLimiter
-
         backend = services.rate_limit_backends.get(config.rate_limiting)
         send = RateLimiter(send, config.rate_limiting, backend, tracer=services.tracer)
     return send

@@ -12,9 +12,9 @@ type picks one:
 - ``priority-based-routing``: the lowest ``priority`` number; ties at random by ``weight``, or
   in turn when they have none.
 
-The chosen target is called as ``call.retarget(target, override_params)``, through its own
-``retry_config``. When it fails with a status in its ``fallback_status_codes``, or without an
-answer (timeout, connection error, time-to-first-token timeout: another target is the best
+The chosen target is called as ``call.retarget(target, override_params, retry_config)``; the
+retry layer just above the provider attempt applies that ``retry_config``. When the target
+fails with a status in its ``fallback_status_codes``, or without an answer (timeout, connection error, time-to-first-token timeout: another target is the best
 chance then), the pool's other ``fallback_candidate`` targets are tried in the type's order
 (rule order; fastest first; lowest priority first), each in a ``fallbackRequest`` span, and
 the last error reaches the client when all fail. As with fallback, a stream fails over only
@@ -39,7 +39,6 @@ from ._attempts import CHAT_METHOD, CHAT_PATH, is_transport_failure, send_in_spa
 from ._match import matches
 from .fallback import Alternative, send_with_fallbacks
 from .health import HealthRegistry
-from .retry import Retry
 
 __all__ = ["FAST_ENOUGH", "LEARNING_SAMPLES", "LOAD_BALANCE_SPAN", "LoadBalancer"]
 
@@ -55,8 +54,6 @@ class _Target:
     config: LoadBalanceTarget
     index: int
     """Position in the rule: the order of ties and of weight-based fail-over."""
-    send: Send
-    """The next layer, through this target's retries."""
 
     @property
     def name(self) -> str:
@@ -126,7 +123,8 @@ class _Route:
 
 class LoadBalancer:
     """``send`` must record its attempts into ``health`` (a :class:`.health.HealthObserver`
-    just above the provider attempt): that is what ejects targets and measures their latency."""
+    just above the provider attempt): that is what ejects targets and measures their latency;
+    and it must apply each call's ``retry`` (a :class:`.retry.RetryLayer`)."""
 
     def __init__(
         self,
@@ -141,8 +139,8 @@ class LoadBalancer:
         self._tracer = tracer
         rng = rng or random.Random()
         self._routes = [
-            _Route(rule, [_Target(target, index, _with_retries(send, target, rng))
-                          for index, target in enumerate(rule.load_balance_targets)], health, rng)
+            _Route(rule, [_Target(target, index) for index, target in enumerate(rule.load_balance_targets)],
+                   health, rng)
             for rule in config.rules
         ]
 
@@ -154,8 +152,8 @@ class LoadBalancer:
         if route is None:
             return await self._send(call)
         chosen, *others = route.plan()
-        primary = _alternative(call, chosen)
-        alternatives = (_alternative(call, target) for target in others)
+        primary = self._alternative(call, chosen)
+        alternatives = (self._alternative(call, target) for target in others)
         if self._tracer is None:
             return await send_with_fallbacks(primary, alternatives, config_id=route.rule.id, tracer=None)
         span = self._tracer.start_span(LOAD_BALANCE_SPAN, kind=SpanKind.INTERNAL, attributes={
@@ -172,11 +170,7 @@ class LoadBalancer:
         return await send_in_span(span, balanced, call)
 
 
-def _with_retries(send: Send, target: LoadBalanceTarget, rng: random.Random) -> Send:
-    retry = target.retry_config
-    return send if retry is None or retry.attempts <= 1 else Retry(send, retry, rng=rng)
-
-
-def _alternative(call: ChatCall, target: _Target) -> Alternative:
-    return Alternative(call.retarget(target.name, target.config.override_params), target.send, target.fails_over)
+    def _alternative(self, call: ChatCall, target: _Target) -> Alternative:
+        retargeted = call.retarget(target.name, target.config.override_params, target.config.retry_config)
+        return Alternative(retargeted, self._send, target.fails_over)
 

@@ -23,7 +23,7 @@ from ..config import RetryConfig
 from ..errors import GatewayError
 from ._attempts import is_transport_failure, out_of_time, status_of, time_left
 
-__all__ = ["MAX_BACKOFF", "Retry"]
+__all__ = ["MAX_BACKOFF", "Retry", "RetryLayer"]
 
 MAX_BACKOFF = 30.0
 """Seconds: the longest wait between two tries."""
@@ -69,6 +69,32 @@ class Retry:
                     raise out_of_time(exc) from exc
                 _note_retry(call, tries, wait, exc)
             await self._sleep(wait)
+
+
+class RetryLayer:
+    """Retries each call as its own ``call.retry`` says (load balancing sets it per target), just
+    above the provider attempt: a fallback chain above never runs again for a retry."""
+
+    def __init__(
+        self,
+        send: Send,
+        *,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        self._send = send
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._retries: dict[RetryConfig, Retry] = {}
+
+    async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
+        config = call.retry
+        if config is None or config.attempts <= 1:
+            return await self._send(call)
+        retry = self._retries.get(config)
+        if retry is None:
+            retry = self._retries[config] = Retry(self._send, config, rng=self._rng, sleep=self._sleep)
+        return await retry(call)
 
 
 def _retry_after(error: GatewayError) -> float:

@@ -35,6 +35,7 @@ from otel_gateway.errors import GatewayError, UpstreamStatusError, UpstreamTimeo
 from otel_gateway.identity import Identity
 from otel_gateway.routing.health import HealthObserver, HealthPolicy, HealthRegistry
 from otel_gateway.routing.loadbalance import LoadBalancer
+from otel_gateway.routing.retry import RetryLayer
 
 A, B, C = "a/gpt-4o", "b/gpt-4o", "c/gpt-4o"
 
@@ -59,6 +60,10 @@ def health(clock: Clock) -> HealthRegistry:
     return HealthRegistry(HealthPolicy(failure_threshold=3, cooldown=30, max_cooldown=300), clock=clock)
 
 
+async def _no_wait(seconds: float) -> None:
+    pass
+
+
 class Setup:
     def __init__(self, health: HealthRegistry, clock: Clock, tracer: Tracer | None = None) -> None:
         self.health, self.clock, self.tracer = health, clock, tracer
@@ -66,8 +71,8 @@ class Setup:
     def __call__(self, doc: LoadBalanceDocument, script: dict[str, Outcome | list[Outcome]],
                  took: dict[str, float] | None = None, seed: int = 1) -> tuple[LoadBalancer, FakeSend]:
         send = FakeSend(script, tracer=self.tracer, clock=self.clock, took=took)
-        balancer = LoadBalancer(HealthObserver(send, self.health), doc, health=self.health, tracer=self.tracer,
-                                rng=random.Random(seed))
+        retried = RetryLayer(HealthObserver(send, self.health), rng=random.Random(seed), sleep=_no_wait)
+        balancer = LoadBalancer(retried, doc, health=self.health, tracer=self.tracer, rng=random.Random(seed))
         return balancer, send
 
 
@@ -455,3 +460,18 @@ async def test_without_a_tracer_no_span_work() -> None:
     balancer = LoadBalancer(send, document(rule("weight", {"target": A, "weight": 100})), health=health)
     await balancer(chat_call())
     assert seen == [False]
+
+
+async def test_retries_run_below_fallback_so_a_fallback_chain_is_not_repeated(health: HealthRegistry) -> None:
+    from otel_gateway.config import FallbackDocument
+    from otel_gateway.routing.fallback import Fallback
+
+    send = FakeSend({A: status(503), C: ok()})
+    fallback = FallbackDocument.model_validate({"type": "gateway-fallback-config", "rules": [
+        {"id": "a-to-c", "when": {"models": [A]}, "fallback_models": [{"target": C}]}]})
+    retry = {"attempts": 3, "delay": 0, "on_status_codes": [503]}
+    chain = LoadBalancer(
+        Fallback(RetryLayer(HealthObserver(send, health), sleep=_no_wait), fallback),
+        document(rule("weight", {"target": A, "weight": 100, "retry_config": retry})), health=health)
+    await chain(chat_call())
+    assert send.models == [A, A, A, C]
