@@ -15,9 +15,10 @@ type picks one:
 The chosen target is called as ``call.retarget(target, override_params, retry_config)``; the
 retry layer just above the provider attempt applies that ``retry_config``. When the target
 fails with a status in its ``fallback_status_codes``, or without an answer (timeout,
-connection error, time-to-first-token timeout: another target is the best chance then), the pool's other ``fallback_candidate`` targets are tried in the type's order
-(rule order; fastest first; lowest priority first), each in a ``fallbackRequest`` span, and
-the last error reaches the client when all fail. As with fallback, a stream fails over only
+connection error, time-to-first-token timeout: another target is the best chance then), the
+pool's other ``fallback_candidate`` targets are tried in the type's order (rule order; fastest
+first; lowest priority first), each in a ``fallbackRequest`` span, and the last error reaches
+the client when all fail. As with fallback, a stream fails over only
 before its first chunk, and nothing starts past the request deadline.
 
 The rule's virtual model names are listed by ``GET /v1/models`` (``http.info``).
