@@ -2,7 +2,7 @@
 
 from ._assemble import CompletionAssembler
 from ._stream import UpstreamStream
-from ._types import ChatCall, ChatResult, ChunkStream, Completion, RequestContext, Send
+from ._types import ChatCall, ChatResult, ChunkStream, Completion, Outcome, RequestContext, Send
 from ._upstream import ProviderSend, Scrubber
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ChatResult",
     "ChunkStream",
     "Completion",
+    "Outcome",
     "CompletionAssembler",
     "ProviderSend",
     "RequestContext",

@@ -14,6 +14,23 @@ from ..identity import ANONYMOUS, Identity
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+@dataclass(slots=True)
+class Outcome:
+    """What the layers learned while serving a request, for its log record. Mutable: the
+    attempt that answers writes the provider fields last."""
+
+    provider: str | None = None
+    """The provider account of the last attempt."""
+    provider_type: str | None = None
+    """Its ``gen_ai.provider.name`` (``openai``, ``anthropic``...)."""
+    upstream_model: str | None = None
+    provider_request_id: str | None = None
+    """The provider's id of its answer (``x-request-id``, ``request-id``, else the response id)."""
+    attempts: int = 0
+    cache_status: str | None = None
+    """``HIT`` or ``MISS`` when a response cache applies, else None."""
+
+
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """Per-request facts every layer may read."""
@@ -30,6 +47,7 @@ class RequestContext:
     """Event-loop time by which the whole request must be answered (``x-gateway-request-timeout``)."""
     response_headers: dict[str, str] = field(default_factory=dict)
     """Headers layers add to the client's response (``x-ratelimit-*``)."""
+    outcome: Outcome = field(default_factory=Outcome)
 
 
 @dataclass(frozen=True, slots=True)

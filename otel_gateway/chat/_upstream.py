@@ -27,7 +27,7 @@ from ..errors import (
 from ..providers import ProviderAdapter, ProviderRegistry
 from ..telemetry import ChatInvocation, Invocation, NullInvocation
 from ._stream import UpstreamStream, ttft_exceeded
-from ._types import ChatCall, ChunkStream, Completion
+from ._types import ChatCall, ChunkStream, Completion, Outcome
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,})")
 
@@ -62,6 +62,7 @@ class ProviderSend:
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
         route = self._registry.resolve(call.model)
         adapter = route.adapter
+        _note_attempt(call.context.outcome, adapter, route.upstream_model)
         invocation = self._start(call, adapter)
         response: httpx.Response | None = None
         # Time to first token counts from the request: a provider slow to start its answer exceeds it too.
@@ -71,6 +72,7 @@ class ProviderSend:
             request = adapter.build_request(call, route.upstream_model)
             with self._current(invocation):
                 response = await _send(adapter.transport, request, ttft)
+            call.context.outcome.provider_request_id = _request_id_of(response)
             if response.status_code >= 400:
                 body = await _read(response)
                 message = self._scrub(adapter.error_message(response.status_code, body))
@@ -144,6 +146,19 @@ class ProviderSend:
                 f"{adapter.name}: the upstream did not answer in time ({seconds:g} s): {detail}", provider=adapter.name
             )
         return UpstreamConnectionError(f"{adapter.name}: could not reach the upstream: {detail}", provider=adapter.name)
+
+
+def _note_attempt(outcome: Outcome, adapter: ProviderAdapter, upstream_model: str) -> None:
+    outcome.attempts += 1
+    outcome.provider = adapter.name
+    outcome.provider_type = adapter.gen_ai_provider
+    outcome.upstream_model = upstream_model
+    outcome.provider_request_id = None
+
+
+def _request_id_of(response: httpx.Response) -> str | None:
+    headers = response.headers
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id")
 
 
 async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request, ttft: float | None) -> httpx.Response:
