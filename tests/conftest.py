@@ -4,9 +4,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from fakes import FakeUpstream
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from servers import serve
 
 
 def require_service(reason: str) -> None:
@@ -14,6 +16,20 @@ def require_service(reason: str) -> None:
     if os.environ.get("GATEWAY_REQUIRE_SERVICES") == "1":
         pytest.fail(f"required service unavailable: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def served_fake() -> Iterator[tuple[FakeUpstream, str]]:
+    """One fake upstream server per test module (servers are slow to stop), with its base URL."""
+    fake = FakeUpstream()
+    with serve(fake.app) as url:
+        yield fake, url
+
+
+@pytest.fixture
+def fake(served_fake: tuple[FakeUpstream, str]) -> FakeUpstream:
+    """The module's fake upstream, reset for this test."""
+    return served_fake[0].reset()
 
 
 @pytest.fixture

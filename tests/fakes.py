@@ -51,6 +51,12 @@ class FakeUpstream:
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "DELETE"])])
 
+    def reset(self, reply: Reply | None = None) -> FakeUpstream:
+        self.reply = reply or Reply()
+        self.requests.clear()
+        self.stream_abandoned.clear()
+        return self
+
     async def _handle(self, request: Request) -> Response:
         raw = await request.body()
         self.requests.append(Recorded(
@@ -112,3 +118,33 @@ def openai_stream(parts: list[str], *, model: str = "gpt-4o-2024-08-06", usage: 
     if done:
         frames.append(b"data: [DONE]\n\n")
     return frames
+
+
+def anthropic_message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> dict[str, Any]:
+    return {
+        "id": "msg_fake1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+        "content": content, "stop_reason": stop_reason, "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    }
+
+
+def anthropic_events(blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]], stop_reason: str) -> list[bytes]:
+    """``blocks``: (content_block_start block, its deltas) in order."""
+    message = {**anthropic_message([], stop_reason), "stop_reason": None,
+               "usage": {"input_tokens": 12, "output_tokens": 1}}
+    frames = [sse({"type": "message_start", "message": message}, "message_start"), sse({"type": "ping"}, "ping")]
+    for index, (block, deltas) in enumerate(blocks):
+        frames.append(sse({"type": "content_block_start", "index": index, "content_block": block},
+                          "content_block_start"))
+        frames += [sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta")
+                   for d in deltas]
+        frames.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    frames.append(sse({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                       "usage": {"output_tokens": 3}}, "message_delta"))
+    frames.append(sse({"type": "message_stop"}, "message_stop"))
+    return frames
+
+
+def anthropic_text_stream(parts: list[str]) -> list[bytes]:
+    deltas = [{"type": "text_delta", "text": part} for part in parts]
+    return anthropic_events([({"type": "text", "text": ""}, deltas)], "end_turn")

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from fakes import FakeUpstream, Reply, openai_completion, openai_stream, sse
+from fakes import FakeUpstream, Reply, anthropic_text_stream, openai_completion, openai_stream, sse
 from servers import serve
 
 from otel_gateway.app import create_app
@@ -32,24 +32,8 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def fake_url() -> Iterator[tuple[FakeUpstream, str]]:
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def fake(fake_url: tuple[FakeUpstream, str]) -> FakeUpstream:
-    upstream = fake_url[0]
-    upstream.reply = Reply()
-    upstream.requests.clear()
-    upstream.stream_abandoned.clear()
-    return upstream
-
-
-@pytest.fixture(scope="module")
-def gateway(fake_url: tuple[FakeUpstream, str]) -> Iterator[str]:
-    url = fake_url[1]
+def gateway(served_fake: tuple[FakeUpstream, str]) -> Iterator[str]:
+    url = served_fake[1]
     config = load_config_text(f"""
 type: gateway-providers-config
 providers:
@@ -481,17 +465,8 @@ def anthropic_error(kind: str, message: str) -> dict[str, Any]:
 
 
 def anthropic_text_events(parts: list[str]) -> list[bytes]:
-    """message_start, one text block of ``parts``; no message_delta or message_stop."""
-    message = {"id": "msg_fake1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
-               "content": [], "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": 5, "output_tokens": 1}}
-    return [
-        sse({"type": "message_start", "message": message}, "message_start"),
-        sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            "content_block_start"),
-        *(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}},
-              "content_block_delta") for part in parts),
-    ]
+    """message_start, one text block of ``parts``; no content_block_stop, message_delta or message_stop."""
+    return anthropic_text_stream(parts)[:-3]
 
 
 def content_of(payloads: list[str]) -> str:
@@ -540,7 +515,8 @@ def test_anthropic_stream_failing_after_start(http: httpx.Client, fake: FakeUpst
 
 
 def test_anthropic_stream_cut_mid_way(http: httpx.Client, fake: FakeUpstream) -> None:
-    fake.reply = Reply(events=anthropic_text_events(["one ", "two ", "three"]), cut_after=3)
+    # frames: message_start, ping, content_block_start, "one ", then the cut
+    fake.reply = Reply(events=anthropic_text_events(["one ", "two ", "three"]), cut_after=4)
 
     with http.stream("POST", "/v1/chat/completions", json={**CLAUDE_BODY, "stream": True}) as response:
         *chunks, last = sse_payloads(response)

@@ -10,7 +10,16 @@ from typing import Any
 
 import openai
 import pytest
-from fakes import FakeUpstream, Reply, openai_completion, openai_stream, sse
+from fakes import (
+    FakeUpstream,
+    Reply,
+    anthropic_events,
+    anthropic_message,
+    anthropic_text_stream,
+    openai_completion,
+    openai_stream,
+    sse,
+)
 from servers import serve
 
 from otel_gateway.app import create_app
@@ -47,36 +56,6 @@ def openai_tool_stream() -> list[bytes]:
     usage = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
     frames.append(sse({**head, "choices": [], "usage": usage}))
     return [*frames, b"data: [DONE]\n\n"]
-
-
-def anthropic_message(content: list[dict[str, Any]], stop_reason: str = "end_turn") -> dict[str, Any]:
-    return {
-        "id": "msg_fake1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
-        "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 3},
-    }
-
-
-def anthropic_events(blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]], stop_reason: str) -> list[bytes]:
-    """``blocks``: (content_block_start block, its deltas) in order."""
-    message = {**anthropic_message([], stop_reason), "stop_reason": None,
-               "usage": {"input_tokens": 12, "output_tokens": 1}}
-    frames = [sse({"type": "message_start", "message": message}, "message_start"), sse({"type": "ping"}, "ping")]
-    for index, (block, deltas) in enumerate(blocks):
-        frames.append(sse({"type": "content_block_start", "index": index, "content_block": block},
-                          "content_block_start"))
-        frames += [sse({"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta")
-                   for d in deltas]
-        frames.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
-    frames.append(sse({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                       "usage": {"output_tokens": 3}}, "message_delta"))
-    frames.append(sse({"type": "message_stop"}, "message_stop"))
-    return frames
-
-
-def anthropic_text_stream(parts: list[str]) -> list[bytes]:
-    deltas = [{"type": "text_delta", "text": part} for part in parts]
-    return anthropic_events([({"type": "text", "text": ""}, deltas)], "end_turn")
 
 
 def anthropic_tool_use() -> dict[str, Any]:
@@ -136,24 +115,8 @@ CLIENT_HEADERS_NOT_FORWARDED = ("authorization", "api-key", "x-api-key")
 
 
 @pytest.fixture(scope="module")
-def fake_url() -> Iterator[tuple[FakeUpstream, str]]:
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
-@pytest.fixture
-def fake(fake_url: tuple[FakeUpstream, str]) -> FakeUpstream:
-    upstream = fake_url[0]
-    upstream.reply = Reply()
-    upstream.requests.clear()
-    upstream.stream_abandoned.clear()
-    return upstream
-
-
-@pytest.fixture(scope="module")
-def gateway(fake_url: tuple[FakeUpstream, str]) -> Iterator[str]:
-    url = fake_url[1]
+def gateway(served_fake: tuple[FakeUpstream, str]) -> Iterator[str]:
+    url = served_fake[1]
     config = load_config_text(f"""
 type: gateway-providers-config
 providers:

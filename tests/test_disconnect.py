@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from fakes import FakeUpstream, Reply, openai_completion, openai_stream, sse
+from fakes import FakeUpstream, Reply, anthropic_text_stream, openai_completion, openai_stream
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from servers import serve
@@ -20,42 +20,9 @@ MESSAGES = [{"role": "user", "content": "Tell me a long story"}]
 WORDS = [f"w{i} " for i in range(200)]
 
 
-def anthropic_stream(parts: list[str]) -> list[bytes]:
-    message = {"id": "msg_fake1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
-               "content": [], "stop_reason": None, "stop_sequence": None,
-               "usage": {"input_tokens": 5, "output_tokens": 1}}
-    return [
-        sse({"type": "message_start", "message": message}, "message_start"),
-        sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            "content_block_start"),
-        *(sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}},
-              "content_block_delta") for part in parts),
-        sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
-        sse({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-             "usage": {"output_tokens": len(parts)}}, "message_delta"),
-        sse({"type": "message_stop"}, "message_stop"),
-    ]
-
-
-@pytest.fixture(scope="module")
-def fake_url() -> Iterator[tuple[FakeUpstream, str]]:
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
 @pytest.fixture
-def fake(fake_url: tuple[FakeUpstream, str]) -> FakeUpstream:
-    upstream = fake_url[0]
-    upstream.reply = Reply()
-    upstream.requests.clear()
-    upstream.stream_abandoned.clear()
-    return upstream
-
-
-@pytest.fixture
-def gateway(fake_url: tuple[FakeUpstream, str], tracer_provider: TracerProvider) -> Iterator[str]:
-    url = fake_url[1]
+def gateway(served_fake: tuple[FakeUpstream, str], tracer_provider: TracerProvider) -> Iterator[str]:
+    url = served_fake[1]
     config = load_config_text(f"""
 type: gateway-providers-config
 providers:
@@ -116,7 +83,7 @@ def assert_still_serving(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize(("model", "events"), [
     pytest.param("oai/gpt-4o", openai_stream(WORDS), id="openai"),
-    pytest.param("claude/claude-sonnet-4-5", anthropic_stream(WORDS), id="anthropic"),
+    pytest.param("claude/claude-sonnet-4-5", anthropic_text_stream(WORDS), id="anthropic"),
 ])
 def test_leaving_mid_stream_closes_the_upstream(
     gateway: str, client: openai.OpenAI, fake: FakeUpstream, span_exporter: InMemorySpanExporter,

@@ -31,19 +31,9 @@ FALLBACK_SPAN = {
 }
 
 
-@pytest.fixture(scope="module")
-def served_fake() -> Iterator[tuple[FakeUpstream, str]]:
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
 @pytest.fixture
-def fake(served_fake: tuple[FakeUpstream, str]) -> FakeUpstream:
-    fake = served_fake[0]
-    fake.reply = Reply(json=openai_completion())
-    fake.requests.clear()
-    return fake
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    return fake.reset(Reply(json=openai_completion()))
 
 
 def gateway_config(fake_url: str, *, balancing: bool = False) -> GatewayConfig:

@@ -47,21 +47,9 @@ ANSWER_CALL = {"id": "call_2", "type": "function", "function": {"name": "get_wea
 # -- fixtures ---------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def served_fake() -> Iterator[tuple[FakeUpstream, str]]:
-    """One fake upstream server for the module (servers are slow to stop); reset for each test."""
-    fake = FakeUpstream()
-    with serve(fake.app) as url:
-        yield fake, url
-
-
 @pytest.fixture
-def fake(served_fake: tuple[FakeUpstream, str]) -> FakeUpstream:
-    fake, _ = served_fake
-    fake.reply = Reply(json=openai_completion())
-    fake.requests.clear()
-    fake.stream_abandoned.clear()
-    return fake
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    return fake.reset(Reply(json=openai_completion()))
 
 
 @pytest.fixture
