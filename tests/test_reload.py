@@ -89,7 +89,7 @@ def test_a_bad_config_is_refused_and_the_old_one_kept(gateway: str, config_dir: 
 
 
 def test_a_request_in_flight_finishes_on_its_config(config_dir: Path) -> None:
-    write_config(config_dir, ["slow"], delay_ms=400)
+    write_config(config_dir, ["slow"], delay_ms=1500)
     with serve(create_app(load_config(config_dir))) as url, httpx.Client(base_url=url, timeout=10) as client:
         result: dict[str, Any] = {}
         body = {"model": "demo/slow", "messages": [{"role": "user", "content": "still here"}]}
@@ -97,7 +97,7 @@ def test_a_request_in_flight_finishes_on_its_config(config_dir: Path) -> None:
         thread = threading.Thread(target=lambda: result.update(
             response=client.post("/v1/chat/completions", json=body, headers=headers)))
         thread.start()
-        time.sleep(0.1)
+        time.sleep(0.3)  # the request has begun (and taken its config) well before the mock answers at 1.5 s
         write_config(config_dir, ["fast"])
         assert reload(url, ADMIN).status_code == 200
         thread.join()
