@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import httpx
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,11 +20,16 @@ from .errors import GatewayError
 from .http._asgi import RequestIdMiddleware, gateway_error_handler, http_error_handler, internal_error_handler
 from .http.admin import reload_endpoint
 from .http.chat import ChatCompletionsEndpoint
+from .http.embeddings import OperationEndpoint
 from .http.info import healthz, models_endpoint, readyz
+from .http.logs import logs_endpoint
+from .http.messages import MessagesEndpoint
+from .http.proxy import ProxyEndpoint
 from .identity import IdentityMiddleware
 from .runtime import Gateway
 from .telemetry import ServerSpanMiddleware
 from .telemetry import capture_content as capture_content_from_env
+from .warehouse import Store
 
 
 def create_app(
@@ -33,22 +39,33 @@ def create_app(
     capture_content: bool | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     reload_on_sighup: bool = False,
+    logger_provider: LoggerProvider | None = None,
+    log_store: Store | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app. Tracing is on when a ``tracer_provider`` is given; the
-    global provider is never read or set here. ``transport`` replaces the upstream pool."""
+    global provider is never read or set here. ``transport`` replaces the upstream pool.
+    Request log records also go to ``log_store`` instead of the logging document's store when
+    given, and over OTLP to ``logger_provider`` (default: from ``ENABLE_OTEL_LOGS``)."""
     gateway = Gateway(
         config,
         tracer_provider=tracer_provider,
         capture_content=capture_content_from_env() if capture_content is None else capture_content,
         transport=transport,
+        logger_provider=logger_provider,
+        log_store=log_store,
     )
     routes = [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(gateway), methods=["POST"]),
         Route("/v1/models", models_endpoint(gateway), methods=["GET"]),
+        Route("/v1/embeddings", OperationEndpoint(gateway, "embeddings"), methods=["POST"]),
+        Route("/v1/moderations", OperationEndpoint(gateway, "moderations"), methods=["POST"]),
+        Route("/v1/messages", MessagesEndpoint(gateway), methods=["POST"]),
         Route("/admin/reload", reload_endpoint(gateway), methods=["POST"]),
+        Route("/api/logs", logs_endpoint(gateway, lambda: gateway.request_log.store), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
+    routes += _proxy_routes(gateway, routes)
     tracer = gateway.services.tracer
     middleware = [Middleware(ServerSpanMiddleware, tracer=tracer)] if tracer is not None else []
     middleware += [Middleware(RequestIdMiddleware), Middleware(IdentityMiddleware, gateway=gateway)]
@@ -58,6 +75,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         if reload_on_sighup:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload_logged()))
+        await gateway.start()
         try:
             yield
         finally:
@@ -77,3 +95,18 @@ def create_app(
     )
     app.state.gateway = gateway
     return app
+
+
+_PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def _proxy_routes(gateway: Gateway, routes: list[Route]) -> list[Route]:
+    """Files and batches (logged with their JSON bodies), then every other ``/v1/...`` path: after
+    the gateway's own ``routes``, which keep their paths (a method they do not take is passed through)."""
+    logged = ProxyEndpoint(gateway, log_bodies=True)
+    own = frozenset(route.path for route in routes if route.path.startswith("/v1/"))
+    return [
+        *(Route(path, logged, methods=_PROXY_METHODS)
+          for path in ("/v1/files", "/v1/files/{rest:path}", "/v1/batches", "/v1/batches/{rest:path}")),
+        Route("/v1/{rest:path}", ProxyEndpoint(gateway, log_bodies=False, own_paths=own), methods=_PROXY_METHODS),
+    ]

@@ -1,4 +1,4 @@
-"""The ``otel-gateway`` command: ``serve`` and ``check-config``."""
+"""The ``otel-gateway`` command: ``serve``, ``check-config`` and ``logs``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from .config import ConfigError, GatewayConfig, load_config
+from .warehouse import _cli as warehouse_cli
 
 CONFIG_ENV = "OTEL_GATEWAY_CONFIG"
 
@@ -28,9 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("path")
+    warehouse_cli.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.path)
+    if args.command == "logs":
+        return warehouse_cli.run(args)
     return _serve(args)
 
 

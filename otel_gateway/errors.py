@@ -2,8 +2,8 @@
 
 Every failure a client can see is a ``GatewayError``; each knows its HTTP status and renders
 OpenAI's error shape ``{"error": {"message", "type", "code", "param"}}``. Provider and
-transport failures are converted into this tree at one boundary (``chat._upstream``) with
-``raise ... from``, and rendered at one boundary (``http._asgi``).
+transport failures are converted into this tree at one boundary (``otel_gateway.upstream``)
+with ``raise ... from``, and rendered at one boundary (``http._asgi``).
 
     GatewayError                      500 internal_error
     ├── InvalidRequestError           400 invalid_request_error
@@ -12,9 +12,11 @@ transport failures are converted into this tree at one boundary (``chat._upstrea
     ├── PermissionDeniedError         403 permission_error
     ├── NotFoundError                 404 not_found_error
     │   └── ModelNotFoundError        404 (code: model_not_found)
+    ├── MethodNotAllowedError         405 invalid_request_error (code: http_405)
     ├── RequestTimeoutError           408 timeout_error (time to first token exceeded)
     ├── PayloadTooLargeError          413 invalid_request_error
     ├── RateLimitError                429 rate_limit_error (+ Retry-After)
+    ├── ServiceUnavailableError       503 service_unavailable (a store the gateway needs is down)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamStatusError       the upstream's 4xx as is, 5xx as 502/503/504
         ├── UpstreamConnectionError   502 (connection refused, reset, DNS)
@@ -31,12 +33,14 @@ __all__ = [
     "GatewayError",
     "InvalidRequestError",
     "MalformedJSONError",
+    "MethodNotAllowedError",
     "ModelNotFoundError",
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTimeoutError",
+    "ServiceUnavailableError",
     "UpstreamConnectionError",
     "UpstreamError",
     "UpstreamStatusError",
@@ -105,6 +109,12 @@ class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 
+class MethodNotAllowedError(GatewayError):
+    status = 405
+    type = "invalid_request_error"
+    code = "http_405"
+
+
 class RequestTimeoutError(GatewayError):
     status = 408
     type = "timeout_error"
@@ -121,6 +131,11 @@ class RateLimitError(GatewayError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class ServiceUnavailableError(GatewayError):
+    status = 503
+    type = "service_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.trace import TracerProvider
 
 from ._version import __version__
@@ -18,6 +19,7 @@ from .identity import Authenticator
 from .providers import ProviderRegistry
 from .routing import ChainServices, build_chain
 from .transport import AiohttpTransport
+from .warehouse import RequestLogPipeline, Store
 
 logger = logging.getLogger("otel_gateway.runtime")
 
@@ -42,6 +44,8 @@ class Gateway:
         tracer_provider: TracerProvider | None,
         capture_content: bool,
         transport: httpx.AsyncBaseTransport | None = None,
+        logger_provider: LoggerProvider | None = None,
+        log_store: Store | None = None,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._capture_content = capture_content
@@ -49,6 +53,8 @@ class Gateway:
         tracer = tracer_provider.get_tracer("otel_gateway", __version__) if tracer_provider else None
         self.services = ChainServices(tracer=tracer)
         self._retired: list[Runtime] = []
+        self.request_log = RequestLogPipeline.from_config(config, store=log_store, logger_provider=logger_provider)
+        """The request warehouse's pipeline, across reloads; started and flushed by the app's lifespan."""
         self.current = self._build(config)
 
     def _transport_for(self, own: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:
@@ -77,6 +83,7 @@ class Gateway:
         runtime = self._build(config)
         self._retired.append(self.current)
         self.current = runtime
+        self.request_log.reconfigure(config)
         logger.info("configuration reloaded from %s", origin)
         return config
 
@@ -86,7 +93,11 @@ class Gateway:
         except ConfigError as exc:
             logger.error("configuration reload refused; keeping the current one:\n%s", exc)
 
+    async def start(self) -> None:
+        await self.request_log.start()
+
     async def aclose(self) -> None:
+        await self.request_log.aclose()  # first: what is queued is written before anything closes
         for runtime in (*self._retired, self.current):
             await runtime.registry.aclose()
         await self.services.aclose()

@@ -15,6 +15,8 @@ import httpx
 
 __all__ = ["AiohttpTransport"]
 
+_NO_AUTO_HEADERS = ("Accept-Encoding",)
+
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(
@@ -57,6 +59,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=data,
                 allow_redirects=False,
+                # aiohttp would ask for gzip by itself; answers are relayed and parsed as they come.
+                skip_auto_headers=_NO_AUTO_HEADERS,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     connect=timeout.get("pool"),

@@ -215,7 +215,9 @@ def test_body_just_under_the_limit_passes(client: openai.OpenAI, fake: FakeUpstr
 
 @pytest.mark.parametrize(("method", "path", "status", "expected"), [
     pytest.param("GET", "/v1/nothing-here", 404,
-                 error("Unknown path: GET /v1/nothing-here", "not_found_error", "unknown_path"), id="unknown-v1-path"),
+                 error("Unknown path: GET /v1/nothing-here. To pass it through to a provider, name the provider "
+                       "account in the x-gateway-provider header.", "not_found_error", "unknown_path"),
+                 id="unknown-v1-path"),
     pytest.param("POST", "/elsewhere", 404,
                  error("Unknown path: POST /elsewhere", "not_found_error", "unknown_path"), id="unknown-root-path"),
     pytest.param("GET", "/v1/chat/completions", 405,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,8 +32,10 @@ class UpstreamStream:
         invocation: Invocation,
         *,
         include_usage: bool,
+        scrub: Callable[[str], str],
     ) -> None:
         self._response = response
+        self._scrub = scrub
         self._translator = translator
         self._invocation = invocation
         self._include_usage = include_usage
@@ -109,10 +111,13 @@ class UpstreamStream:
                 for chunk in translate(event):
                     if (passed := self._observe(chunk)) is not None:
                         yield passed
+        except UpstreamStreamError as exc:
+            # The provider's own words: no credential it echoes may reach a client, span or log.
+            raise UpstreamStreamError(self._scrub(exc.message)) from None
         except httpx.TimeoutException as exc:
             raise UpstreamTimeoutError("the upstream stopped sending in the middle of the stream") from exc
         except httpx.TransportError as exc:
-            raise UpstreamStreamError(f"the upstream connection was cut mid-stream: {exc}") from exc
+            raise UpstreamStreamError(f"the upstream connection was cut mid-stream: {self._scrub(str(exc))}") from None
         if not (self._translator.finished or self.assembler.complete):
             raise UpstreamStreamError("the upstream ended the stream before it was complete")
 

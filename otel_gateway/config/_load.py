@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from ._cache import CacheDocument
+from ._logging import LoggingDocument, PricingDocument
 from ._routing import AuthDocument, FallbackDocument, LoadBalanceDocument, RateLimitDocument
 from ._schema import Model, ProviderConfig, ProvidersDocument, ServerDocument
 
@@ -25,9 +27,13 @@ DOCUMENT_TYPES: Mapping[str, type[Model]] = {
     "gateway-rate-limiting-config": RateLimitDocument,
     "gateway-load-balancing-config": LoadBalanceDocument,
     "gateway-fallback-config": FallbackDocument,
+    "gateway-cache-config": CacheDocument,
+    "gateway-logging-config": LoggingDocument,
+    "gateway-pricing-config": PricingDocument,
 }
 _SINGLE = {ServerDocument: "server", AuthDocument: "auth", RateLimitDocument: "rate_limiting",
-           LoadBalanceDocument: "load_balancing", FallbackDocument: "fallback"}
+           LoadBalanceDocument: "load_balancing", FallbackDocument: "fallback", CacheDocument: "cache",
+           LoggingDocument: "logging", PricingDocument: "pricing"}
 
 BUILTIN_DEFAULT = """\
 type: gateway-providers-config
@@ -70,6 +76,12 @@ class GatewayConfig:
     rate_limiting: RateLimitDocument | None = None
     load_balancing: LoadBalanceDocument | None = None
     fallback: FallbackDocument | None = None
+    cache: CacheDocument | None = None
+    """No cache document: no response is cached."""
+    logging: LoggingDocument = field(default_factory=lambda: LoggingDocument(type="gateway-logging-config"))
+    """No logging document: every request is logged to the default SQLite store."""
+    pricing: PricingDocument | None = None
+    """No pricing document: the shipped ``config/pricing.yaml`` (see ``warehouse._pricing``)."""
     sources: tuple[str, ...] = ()
     origin: str | None = None
     """The file or directory this was loaded from; a reload reads it again."""

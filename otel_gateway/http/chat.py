@@ -13,18 +13,11 @@ from starlette.types import Receive, Scope, Send
 from ..chat import ChatCall, ChunkStream, Completion, RequestContext
 from ..chat import Send as ChatSend
 from ..errors import GatewayError, InvalidRequestError, UpstreamTimeoutError
-from ..identity import ANONYMOUS, IDENTITY, METADATA
 from ..runtime import Gateway
 from ..sse import DONE
-from ._asgi import (
-    REQUEST_ID,
-    ClientGone,
-    cancelled_on_disconnect,
-    headers_of,
-    parse_json_object,
-    read_body,
-    send_json,
-)
+from ..warehouse import Exchange
+from ._asgi import headers_of, parse_json_object, read_body, send_json
+from ._logged import logged, record_error, start_exchange, watching_disconnect
 
 logger = logging.getLogger("otel_gateway.chat")
 
@@ -41,28 +34,32 @@ class ChatCompletionsEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self._gateway.current
-        try:
-            body = parse_json_object(await read_body(scope, receive, runtime.config.server.max_request_body_bytes))
-        except ClientGone:
-            return
         headers = headers_of(scope)
-        _validate(body)
-        deadline = _deadline(headers)
-        context = RequestContext(
-            request_id=scope[REQUEST_ID],
-            headers=headers,
-            ttft_timeout=_milliseconds(headers, "x-gateway-ttft-timeout-ms"),
-            identity=scope.get(IDENTITY, ANONYMOUS),
-            metadata=scope.get(METADATA) or {},
-            deadline=deadline,
-        )
-        call = ChatCall(body=body, model=body["model"], context=context)
-        async with cancelled_on_disconnect(receive):
-            result = await _send_within_deadline(runtime.send, call)
-            if isinstance(result, Completion):
-                await send_json(send, 200, result.data, {**context.response_headers, **result.headers})
-            else:
-                await stream_to_client(result, send, context)
+        exchange = start_exchange(scope, headers, "/v1/chat/completions")
+        with logged(self._gateway, exchange):
+            body = parse_json_object(await read_body(scope, receive, runtime.config.server.max_request_body_bytes))
+            exchange.request = body
+            exchange.model = body["model"] if isinstance(body.get("model"), str) else None
+            exchange.stream = body.get("stream") is True
+            _validate(body)
+            deadline = _deadline(headers)
+            context = RequestContext(
+                request_id=exchange.request_id,
+                headers=headers,
+                ttft_timeout=_milliseconds(headers, "x-gateway-ttft-timeout-ms"),
+                identity=exchange.identity,
+                metadata=exchange.metadata,
+                deadline=deadline,
+                outcome=exchange.outcome,
+            )
+            call = ChatCall(body=body, model=body["model"], context=context)
+            async with watching_disconnect(receive, exchange):
+                result = await _send_within_deadline(runtime.send, call)
+                if isinstance(result, Completion):
+                    exchange.response = result.data
+                    await send_json(send, 200, result.data, {**context.response_headers, **result.headers})
+                else:
+                    await stream_to_client(result, send, context, exchange)
 
 
 async def _send_within_deadline(chat_send: ChatSend, call: ChatCall) -> Completion | ChunkStream:
@@ -76,10 +73,16 @@ async def _send_within_deadline(chat_send: ChatSend, call: ChatCall) -> Completi
         raise _request_timeout(call.context.headers) from None
 
 
-async def stream_to_client(stream: ChunkStream, send: Send, context: RequestContext) -> None:
+async def stream_to_client(
+    stream: ChunkStream, send: Send, context: RequestContext, exchange: Exchange | None = None
+) -> None:
     """Passes chunks on as they arrive. A failure after the start becomes a final error event;
-    the stream is closed however the pump ends (a client that leaves cancels it)."""
+    the stream is closed however the pump ends (a client that leaves cancels it). ``exchange``
+    keeps a reference to every chunk sent, and the usage the stream saw."""
     headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in context.response_headers.items()]
+    sent: list[dict[str, Any]] | None = None
+    if exchange is not None:
+        sent = exchange.streamed_data = []
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         try:
@@ -87,14 +90,26 @@ async def stream_to_client(stream: ChunkStream, send: Send, context: RequestCont
                 async for chunk in stream:
                     body = b"data: " + orjson.dumps(chunk) + b"\n\n"
                     await send({"type": "http.response.body", "body": body, "more_body": True})
+                    if sent is not None:
+                        sent.append(chunk)
         except TimeoutError:
             raise _request_timeout(context.headers) from None
         await send({"type": "http.response.body", "body": DONE})
     except GatewayError as exc:
         logger.warning("stream failed after it started: %s", exc.message)
+        if exchange is not None:
+            record_error(exchange, exc, http_status=200)
         await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(exc.body()) + b"\n\n"})
     finally:
         await stream.aclose()
+        if exchange is not None:
+            exchange.usage = _stream_usage(stream)
+
+
+def _stream_usage(stream: ChunkStream) -> Mapping[str, Any] | None:
+    """The usage the upstream reported, also when the client did not ask for it (held back)."""
+    usage = getattr(getattr(stream, "assembler", None), "usage", None)
+    return usage if isinstance(usage, Mapping) else None
 
 
 def _validate(body: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..config import GatewayConfig, ProviderType
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, NotFoundError
 from ._base import ProviderAdapter, StreamTranslator
 from .anthropic import AnthropicAdapter
 from .azure import AzureOpenAIAdapter
@@ -44,6 +44,7 @@ class ProviderRegistry:
         """``transport_for(own)`` gives the transport to send through (``own`` wrapped for tracing,
         or the shared pool for ``None``)."""
         self._routes: dict[str, Route] = {}
+        self._adapters: dict[str, ProviderAdapter] = {}
         shared = transport_for(None)
         self._own: list[httpx.AsyncBaseTransport] = []
         for provider in config.providers:
@@ -53,7 +54,7 @@ class ProviderRegistry:
             if own is not None:
                 transport = transport_for(own)
                 self._own.append(transport)
-            adapter = adapter_type(provider, transport)
+            adapter = self._adapters[provider.name] = adapter_type(provider, transport)
             for model, upstream_model in provider.models.items():
                 model_id = f"{provider.name}/{model}"
                 self._routes[model_id] = Route(adapter, upstream_model, model_id)
@@ -67,6 +68,16 @@ class ProviderRegistry:
                 param="model",
             )
         return route
+
+    def provider(self, name: str) -> ProviderAdapter:
+        """The adapter of the provider account ``name`` (for paths passed through to one provider)."""
+        adapter = self._adapters.get(name)
+        if adapter is None:
+            raise NotFoundError(
+                f"The provider account '{name}' does not exist. Name one of: {', '.join(self._adapters)}.",
+                param="x-gateway-provider", code="provider_not_found",
+            )
+        return adapter
 
     def model_ids(self) -> list[str]:
         return list(self._routes)

@@ -1,13 +1,17 @@
 """The interface every provider adapter implements.
 
 An adapter translates one OpenAI chat request into its provider's wire format, and the
-provider's answer, stream events and errors back. It never sends anything itself: the
-attempt layer (``chat._upstream``) owns the HTTP exchange, the span and error mapping.
+provider's answer, stream events and errors back. It also builds the upstream requests of the
+other endpoints: embeddings and moderations, Anthropic's Messages API, and the paths passed
+through as they are (files, batches, anything else under ``/v1``). It never sends anything
+itself: the attempt layer (``chat._upstream``) and the endpoints own the HTTP exchange and the
+span, and map errors through ``otel_gateway.upstream``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
@@ -15,6 +19,7 @@ import httpx
 import orjson
 
 from ..config import ProviderConfig
+from ..errors import InvalidRequestError
 from ..sse import ServerSentEvent
 
 if TYPE_CHECKING:
@@ -36,6 +41,8 @@ class StreamTranslator(Protocol):
 class ProviderAdapter(ABC):
     gen_ai_provider: ClassVar[str]
     """The ``gen_ai.provider.name`` of this provider type."""
+    operations: ClassVar[frozenset[str]] = frozenset()
+    """The JSON endpoints besides chat this provider type serves (``embeddings``, ``moderations``)."""
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.config = config
@@ -84,6 +91,61 @@ class ProviderAdapter(ABC):
             if isinstance(error, str):
                 return error
         return f"HTTP {status}"
+
+    def auth_headers(self) -> dict[str, str]:
+        """The provider's credentials, sent with every request."""
+        return {}
+
+    def build_operation_request(
+        self, operation: str, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
+    ) -> httpx.Request:
+        """The upstream request for ``POST /v1/{operation}`` (``embeddings``, ``moderations``): the
+        client's ``body`` with only ``model`` replaced. Raises ``unsupported_endpoint`` where the
+        provider has no such endpoint."""
+        if operation not in self.operations:
+            raise self.unsupported(f"/v1/{operation}")
+        return self._post(self.operation_url(operation, upstream_model), {**body, "model": upstream_model},
+                          self.auth_headers())
+
+    def operation_url(self, operation: str, upstream_model: str) -> str:
+        return f"{self.config.url}/{operation}"
+
+    def build_messages_request(
+        self, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
+    ) -> httpx.Request:
+        """The upstream request for Anthropic's Messages API (``POST /v1/messages``), which only
+        Anthropic providers speak natively."""
+        raise self.unsupported("/v1/messages")
+
+    def build_proxy_request(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        content: bytes | AsyncIterable[bytes] | None,
+    ) -> httpx.Request:
+        """A request passed through as it is to ``path`` (as the client sent it: ``/v1/...``), with
+        this provider's credentials. ``headers`` are the client's, already rid of its credentials
+        and of hop-by-hop headers; ``content`` may be an async byte stream, sent as it arrives."""
+        headers = {**self.proxy_default_headers(), **headers, **self.auth_headers(), **self.config.headers}
+        return httpx.Request(method, self.proxy_url(path, query), headers=headers, content=content,
+                             extensions=self._extensions)
+
+    def proxy_url(self, path: str, query: str) -> str:
+        """Where a passed-through ``/v1/...`` path goes: OpenAI-style base URLs end in the version."""
+        url = self.config.url + path.removeprefix("/v1")
+        return f"{url}?{query}" if query else url
+
+    def proxy_default_headers(self) -> dict[str, str]:
+        """Headers a passed-through request gets unless the client sent its own."""
+        return {}
+
+    def unsupported(self, path: str) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"The provider '{self.name}' (type {self.config.type}) has no {path} endpoint.",
+            param="model", code="unsupported_endpoint",
+        )
 
     def _post(self, url: str | httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
         # No accept-encoding: answers come uncompressed and pass through without a decoder.

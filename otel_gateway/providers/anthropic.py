@@ -3,11 +3,14 @@
 Anthropic keeps the system prompt out of the messages, wants user and assistant turns to
 alternate, requires ``max_tokens``, and sends tool results as user content. OpenAI fields
 with no Anthropic counterpart (``response_format``, ``seed``, ``logprobs``...) are dropped.
+Clients speaking the Messages API themselves (``POST /v1/messages``) are passed through with
+only the model replaced; Anthropic paths are under ``/v1`` of its base URL.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -31,6 +34,8 @@ _FINISH_REASONS = {
     "refusal": "content_filter",
 }
 _TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
+_CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
+"""Headers of a Messages API client passed upstream as they are."""
 
 
 class AnthropicAdapter(ProviderAdapter):
@@ -39,6 +44,25 @@ class AnthropicAdapter(ProviderAdapter):
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
         headers = {"x-api-key": self.config.secret(), "anthropic-version": self.config.anthropic_version}
         return self._post(f"{self.config.url}/v1/messages", messages_body(call.params(), upstream_model), headers)
+
+    def build_messages_request(
+        self, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
+    ) -> httpx.Request:
+        headers = {**self.proxy_default_headers(), **self.auth_headers()}
+        for name in _CLIENT_HEADERS:
+            if name in client_headers:
+                headers[name] = client_headers[name]
+        return self._post(f"{self.config.url}/v1/messages", {**body, "model": upstream_model}, headers)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"x-api-key": self.config.secret()}
+
+    def proxy_default_headers(self) -> dict[str, str]:
+        return {"anthropic-version": self.config.anthropic_version}
+
+    def proxy_url(self, path: str, query: str) -> str:
+        url = self.config.url + path
+        return f"{url}?{query}" if query else url
 
     def translate_response(self, data: dict[str, Any], call: ChatCall) -> dict[str, Any]:
         texts: list[str] = []
@@ -59,7 +83,7 @@ class AnthropicAdapter(ProviderAdapter):
             "created": int(time.time()),
             "model": data.get("model"),
             "choices": [{"index": 0, "message": message, "finish_reason": _finish_reason(data.get("stop_reason"))}],
-            "usage": _usage(data.get("usage") or {}),
+            "usage": openai_usage(data.get("usage") or {}),
         }
 
     def stream_translator(self, call: ChatCall) -> StreamTranslator:
@@ -245,7 +269,7 @@ def _finish_reason(stop_reason: Any) -> str:
     return _FINISH_REASONS.get(stop_reason, "stop")
 
 
-def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
     """OpenAI usage; Anthropic counts cached input apart from ``input_tokens``, OpenAI within."""
     cache_read = usage.get("cache_read_input_tokens")
     prompt = (usage.get("input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0) + (cache_read or 0)
@@ -307,7 +331,7 @@ class AnthropicStreamTranslator:
             return [self._chunk({}, _finish_reason(data["delta"].get("stop_reason")))]
         if kind == "message_stop":
             self.finished = True
-            return [{**self._head(), "choices": [], "usage": _usage(self._usage)}]
+            return [{**self._head(), "choices": [], "usage": openai_usage(self._usage)}]
         if kind == "error":
             error = data.get("error")
             message = error.get("message") if isinstance(error, dict) else error

@@ -1,19 +1,37 @@
-"""Azure OpenAI: OpenAI's wire format, addressed by deployment, authenticated by ``api-key``."""
+"""Azure OpenAI: OpenAI's wire format, addressed by deployment, authenticated by ``api-key``.
+
+Azure has no moderations endpoint (its content filter runs on every call); files and batches
+live under ``/openai/files`` and ``/openai/batches``, every path with an ``api-version``.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from typing import ClassVar
+from urllib.parse import parse_qsl, quote
 
 from .openai import OpenAIAdapter
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):
     gen_ai_provider = "azure.ai.openai"
+    operations: ClassVar[frozenset[str]] = frozenset({"embeddings"})
 
     def chat_url(self, upstream_model: str) -> str:
+        return self.operation_url("chat/completions", upstream_model)
+
+    def operation_url(self, operation: str, upstream_model: str) -> str:
         deployment = quote(upstream_model, safe="")
-        version = quote(self.config.api_version, safe="")
-        return f"{self.config.url}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+        return f"{self.config.url}/openai/deployments/{deployment}/{operation}?api-version={self._version}"
+
+    def proxy_url(self, path: str, query: str) -> str:
+        url = f"{self.config.url}/openai{path.removeprefix('/v1')}"
+        if not any(name == "api-version" for name, _ in parse_qsl(query, keep_blank_values=True)):
+            query = f"{query}&api-version={self._version}" if query else f"api-version={self._version}"
+        return f"{url}?{query}"
+
+    @property
+    def _version(self) -> str:
+        return quote(self.config.api_version, safe="")
 
     def auth_headers(self) -> dict[str, str]:
         return {"api-key": self.config.secret()}

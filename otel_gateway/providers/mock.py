@@ -1,7 +1,9 @@
 """The built-in ``mock`` provider: no network, deterministic, speaks OpenAI's wire format.
 
-It echoes the last message, streams it in N chunks, calls the first offered tool, and can be
-told to wait or fail, by its config (``mock:``) or per request with ``x-mock-*`` headers:
+It echoes the last message, streams it in N chunks, calls the first offered tool, answers
+embeddings with unit vectors derived from a hash of each input and moderations by flagging the
+categories an input names, and can be told to wait or fail, by its config (``mock:``) or per
+request with ``x-mock-*`` headers:
 ``x-mock-delay-ms``, ``x-mock-status``, ``x-mock-stream-chunks``, ``x-mock-chunk-delay-ms``,
 ``x-mock-fail-after-chunks``. It sits behind an in-process httpx transport, so a mock request
 runs through the same translation, streaming and tracing code as a real provider.
@@ -10,10 +12,13 @@ runs through the same translation, streaming and tracing code as a real provider
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import math
+import struct
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import orjson
@@ -35,19 +40,38 @@ _HEADERS = {
 }
 
 
+DIMENSIONS = 8
+"""Length of a mock embedding unless the request asks for ``dimensions``."""
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "sexual/minors", "violence",
+    "violence/graphic",
+)
+
+
 class MockAdapter(OpenAIAdapter):
     gen_ai_provider = "otel_gateway.mock"
+    operations: ClassVar[frozenset[str]] = frozenset({"embeddings", "moderations"})
 
     @classmethod
     def own_transport(cls, config: ProviderConfig) -> httpx.AsyncBaseTransport:
         return MockTransport(config.mock)
 
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
-        request = super().build_request(call, upstream_model)
-        for header in _HEADERS:
-            if header in call.context.headers:
-                request.headers[header] = call.context.headers[header]
-        return request
+        return _with_mock_headers(super().build_request(call, upstream_model), call.context.headers)
+
+    def build_operation_request(
+        self, operation: str, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
+    ) -> httpx.Request:
+        request = super().build_operation_request(operation, body, upstream_model, client_headers)
+        return _with_mock_headers(request, client_headers)
+
+
+def _with_mock_headers(request: httpx.Request, client_headers: Mapping[str, str]) -> httpx.Request:
+    for header in _HEADERS:
+        if header in client_headers:
+            request.headers[header] = client_headers[header]
+    return request
 
 
 class MockTransport(httpx.AsyncBaseTransport):
@@ -55,17 +79,23 @@ class MockTransport(httpx.AsyncBaseTransport):
         self.options = options
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        answer_for = _ANSWERS.get(request.url.path) if request.method == "POST" else None
+        if answer_for is None:
+            return _error(404, f"the mock provider has no {request.method} {request.url.path}")
         try:
             options = _options(self.options, request.headers)
         except ValueError as exc:
             return _error(400, str(exc))
-        body = orjson.loads(request.content)
+        body = orjson.loads(await request.aread())
         if options.delay_ms:
             await asyncio.sleep(options.delay_ms / 1000)
         if options.fail_status:
             return _error(options.fail_status, f"mock provider failing on purpose with status {options.fail_status}")
-        answer = _answer(body)
-        if not body.get("stream"):
+        try:
+            answer = answer_for(body)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if answer_for is not _answer or not body.get("stream"):
             return httpx.Response(200, content=orjson.dumps(answer), headers=_JSON, request=request)
         chunks = _chunks(answer, options.stream_chunks, _wants_usage(body))
         stream = _ChunkStream(chunks, options.chunk_delay_ms / 1000, options.fail_after_chunks, request)
@@ -185,3 +215,74 @@ def _chunks(answer: dict[str, Any], count: int, usage: bool) -> list[dict[str, A
     if usage:
         out.append({**head, "choices": [], "usage": answer["usage"]})
     return out
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    dimensions = DIMENSIONS if body.get("dimensions") is None else body["dimensions"]
+    if not isinstance(dimensions, int) or isinstance(dimensions, bool) or not 1 <= dimensions <= 4096:
+        raise ValueError("dimensions must be a whole number from 1 to 4096")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ValueError("encoding_format must be 'float' or 'base64'")
+    inputs = _embedding_inputs(body.get("input"))
+    data = [{"object": "embedding", "index": index, "embedding": _vector(item, dimensions, encoding)}
+            for index, item in enumerate(inputs)]
+    tokens = sum(len(item.split()) if isinstance(item, str) else len(item) for item in inputs)
+    return {"object": "list", "data": data, "model": body.get("model"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _embedding_inputs(value: Any) -> list[str | list[int]]:
+    """A string, a list of strings, a list of token ids, or a list of lists of token ids."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(item, str) for item in value):
+            return list(value)
+        if all(isinstance(item, int) for item in value):
+            return [value]
+        if all(isinstance(item, list) and item and all(isinstance(i, int) for i in item) for item in value):
+            return list(value)
+    raise ValueError("input must be a string, a list of strings, or token ids, and not empty")
+
+
+def _vector(item: str | list[int], dimensions: int, encoding: str) -> list[float] | str:
+    """A unit vector from the SHA-256 of the input: the same input always gets the same one."""
+    seed = orjson.dumps(item)
+    raw = b"".join(hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
+                   for counter in range(-(-dimensions * 2 // 32)))
+    values = [int.from_bytes(raw[i * 2:i * 2 + 2], "big") / 32767.5 - 1 for i in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    vector = [v / norm for v in values]
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+    return vector
+
+
+def _moderations(body: dict[str, Any]) -> dict[str, Any]:
+    value = body.get("input")
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise ValueError("input must be a string, a list of strings, or a list of content parts")
+    texts = [item if isinstance(item, str) else _text([item]) for item in items]
+    digest = hashlib.sha256(orjson.dumps(texts)).hexdigest()
+    return {"id": f"modr-mock-{digest[:16]}", "model": body.get("model"), "results": [_moderation(t) for t in texts]}
+
+
+def _moderation(text: str) -> dict[str, Any]:
+    """Flags exactly the categories whose names the text contains (``"violence"`` flags violence)."""
+    words = set(text.lower().replace(",", " ").replace(".", " ").split())
+    categories = {name: name in words for name in MODERATION_CATEGORIES}
+    return {
+        "flagged": any(categories.values()),
+        "categories": categories,
+        "category_scores": {name: 0.99 if hit else 0.0001 for name, hit in categories.items()},
+        "category_applied_input_types": {name: ["text"] for name in MODERATION_CATEGORIES},
+    }
+
+
+_ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "/chat/completions": _answer,
+    "/embeddings": _embeddings,
+    "/moderations": _moderations,
+}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import orjson
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 class OpenAIAdapter(ProviderAdapter):
     gen_ai_provider = "openai"
+    operations: ClassVar[frozenset[str]] = frozenset({"embeddings", "moderations"})
 
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
         url = self._urls.get(upstream_model)

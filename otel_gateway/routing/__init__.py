@@ -1,7 +1,9 @@
 """Routing layers: small wrappers around the same ``send``, each owning its span.
 
-The chain, outermost first: rate limiting -> load balancing -> fallback -> retries of the
-target -> health observation -> the provider attempt (``chat.ProviderSend``).
+The chain, outermost first: rate limiting -> response cache -> load balancing -> fallback ->
+retries of the target -> health observation -> the provider attempt (``chat.ProviderSend``).
+The cache sits below rate limiting (a hit still counts as a request) and above load balancing
+(a hit costs no upstream call); see ``cache._layer``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from opentelemetry.trace import Tracer
 
 from ..chat._types import Send
 from ..config import GatewayConfig
+from .cache import CacheBackends, ResponseCache
 from .fallback import Fallback
 from .health import HealthObserver, HealthRegistry
 from .loadbalance import LoadBalancer
@@ -31,9 +34,14 @@ class ChainServices:
     """Randomness of load balancing and retry jitter (seed it for reproducible runs)."""
     rate_limit_backends: Backends = field(default_factory=Backends)
     """Rate-limit counters (memory) and Redis pools, one per backend, surviving reloads."""
+    cache_backends: CacheBackends = field(default_factory=CacheBackends)
+    """Cached answers (memory) and Redis pools, one per backend, surviving reloads."""
 
     async def aclose(self) -> None:
-        await self.rate_limit_backends.aclose()
+        try:
+            await self.rate_limit_backends.aclose()
+        finally:
+            await self.cache_backends.aclose()
 
 
 def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServices) -> Send:
@@ -46,6 +54,8 @@ def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServi
         send = LoadBalancer(
             send, config.load_balancing, health=services.health, rng=services.rng, tracer=services.tracer
         )
+    if config.cache is not None:
+        send = ResponseCache(send, config.cache, services.cache_backends.get(config.cache), tracer=services.tracer)
     if config.rate_limiting is not None:
         backend = services.rate_limit_backends.get(config.rate_limiting)
         send = RateLimiter(send, config.rate_limiting, backend, tracer=services.tracer)

@@ -1,8 +1,10 @@
-"""Tracing: the SERVER span middleware, the ``chatCompletions`` lifecycle, setup from the environment."""
+"""Tracing: the SERVER span middleware, the ``chatCompletions`` lifecycle and that of other GenAI
+calls, setup from the environment."""
 
 from typing import TypeAlias
 
 from ._genai import ChatInvocation, NullInvocation
+from ._operation import OperationInvocation
 from ._server import ServerSpanMiddleware
 from ._setup import capture_content, tracer_provider_from_env, tracing_enabled
 
@@ -12,6 +14,7 @@ __all__ = [
     "ChatInvocation",
     "Invocation",
     "NullInvocation",
+    "OperationInvocation",
     "ServerSpanMiddleware",
     "capture_content",
     "tracer_provider_from_env",

@@ -102,7 +102,7 @@ class ChatInvocation:
             return
         self._ended = True
         if self.span.is_recording():
-            self.span.set_attribute("error.type", _error_type(error))
+            self.span.set_attribute("error.type", error_type(error))
             self.span.set_status(Status(StatusCode.ERROR, str(error)))
         self.span.end()
 
@@ -136,7 +136,7 @@ class NullInvocation:
         pass
 
 
-def _error_type(error: BaseException) -> str:
+def error_type(error: BaseException) -> str:
     status = getattr(error, "upstream_status", None)
     if status is not None:
         return str(status)

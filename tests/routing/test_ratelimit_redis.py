@@ -18,8 +18,8 @@ import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
-from conftest import require_service
 from ratelimit_helpers import Next, chat_call, completion, rules_doc
+from services import require_service
 
 from otel_gateway.routing.ratelimit import BackendUnavailable, Demand, RateLimiter
 from otel_gateway.routing.ratelimit._redis import CONSUME, DEFAULT_PREFIX, RedisBackend, redact
@@ -220,7 +220,7 @@ rules:
         subprocess.Popen(
             [sys.executable, "-m", "otel_gateway", "serve", "--config", str(tmp_path), "--port", str(port),
              "--log-level", "warning"],
-            env=env, cwd=Path(__file__).resolve().parents[2],
+            env=env, cwd=tmp_path,
         )
         for port in ports
     ]

@@ -1,0 +1,89 @@
+"""The request log's side of an endpoint: an :class:`Exchange` started from the ASGI scope, filled
+while the request is served, and handed to the request log however the request ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
+from starlette.types import Receive, Scope
+
+from ..chat import Outcome
+from ..errors import GatewayError
+from ..identity import ANONYMOUS, IDENTITY, METADATA
+from ..warehouse import Exchange
+from ._asgi import REQUEST_ID, ClientGone, cancelled_on_disconnect
+
+if TYPE_CHECKING:
+    from ..providers import ProviderAdapter
+    from ..runtime import Gateway
+
+
+def start_exchange(scope: Scope, headers: Mapping[str, str], endpoint: str | None = None) -> Exchange:
+    """The exchange of the request in ``scope``, joined to its trace; ``endpoint`` defaults to the path."""
+    exchange = Exchange(
+        request_id=scope[REQUEST_ID],
+        endpoint=endpoint or scope["path"],
+        method=scope["method"],
+        identity=scope.get(IDENTITY, ANONYMOUS),
+        metadata=scope.get(METADATA) or {},
+        request_headers=headers,
+        query=scope.get("query_string", b"").decode("latin-1"),
+    )
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        exchange.trace_id, exchange.span_id = format_trace_id(context.trace_id), format_span_id(context.span_id)
+    return exchange
+
+
+@contextlib.contextmanager
+def logged(gateway: Gateway, exchange: Exchange) -> Iterator[Exchange]:
+    """Records how the block ended in ``exchange`` and submits it. A client gone before its request
+    was read ends the block quietly (there is no one to answer); every other error goes on."""
+    try:
+        yield exchange
+    except ClientGone:
+        exchange.status = "cancelled"
+    except asyncio.CancelledError:
+        exchange.status = "cancelled"
+        raise
+    except GatewayError as exc:
+        record_error(exchange, exc)
+        raise
+    except Exception:
+        if exchange.error is None:  # else the endpoint recorded the failure and cuts its started answer
+            record_error(exchange, GatewayError("The gateway failed to handle this request; see its logs.",
+                                                code="internal_error"))
+        raise
+    finally:
+        exchange.finish()
+        gateway.request_log.submit(exchange)
+
+
+def record_error(exchange: Exchange, error: GatewayError, *, http_status: int | None = None) -> None:
+    """``http_status``: what the client got, when the error came after the answer had started."""
+    exchange.status = "rate_limited" if error.status == 429 else "error"
+    exchange.http_status = error.status if http_status is None else http_status
+    exchange.error = error.body()
+
+
+@contextlib.asynccontextmanager
+async def watching_disconnect(receive: Receive, exchange: Exchange) -> AsyncIterator[None]:
+    """:func:`cancelled_on_disconnect`, noting the cancellation in ``exchange``."""
+    async with cancelled_on_disconnect(receive):
+        try:
+            yield
+        except asyncio.CancelledError:
+            exchange.status = "cancelled"
+            raise
+
+
+def note_provider(outcome: Outcome, adapter: ProviderAdapter, upstream_model: str | None) -> None:
+    outcome.attempts += 1
+    outcome.provider = adapter.name
+    outcome.provider_type = adapter.gen_ai_provider
+    outcome.upstream_model = upstream_model

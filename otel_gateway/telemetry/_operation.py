@@ -1,0 +1,64 @@
+"""The span of one GenAI call that is not a chat completion: ``embeddings``, ``moderations``, and
+Anthropic's native ``messages``.
+
+Like ``ChatInvocation`` it owns its span from request to answer: request attributes when it
+starts, response attributes when it stops, ``error.type`` when it fails; the first of ``stop``,
+``fail`` and ``cancel`` wins. Without a tracer it wraps the invalid span: no SDK work at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+
+from ._genai import error_type
+
+
+class OperationInvocation:
+    __slots__ = ("_ended", "span")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self._ended = False
+
+    @classmethod
+    def start(cls, tracer: Tracer | None, name: str, attributes: Mapping[str, Any]) -> OperationInvocation:
+        if tracer is None:
+            return cls(trace.INVALID_SPAN)
+        return cls(tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes))
+
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """Makes the span the parent of what runs inside (the upstream HTTP call's CLIENT span)."""
+        with trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            yield
+
+    def stop(self, attributes: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """Ends the span; ``attributes`` is only called when the span records."""
+        if self._ended:
+            return
+        self._ended = True
+        if attributes is not None and self.span.is_recording():
+            self.span.set_attributes(attributes())
+        self.span.end()
+
+    def fail(self, error: BaseException) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.span.is_recording():
+            self.span.set_attribute("error.type", error_type(error))
+            self.span.set_status(Status(StatusCode.ERROR, str(error)))
+        self.span.end()
+
+    def cancel(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.span.is_recording():
+            self.span.set_attribute("error.type", "cancelled")
+        self.span.end()

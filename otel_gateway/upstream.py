@@ -1,0 +1,78 @@
+"""The boundary where provider and transport failures become ``GatewayError``s.
+
+Every endpoint that talks to a provider (the chat attempt, embeddings and moderations, the
+Messages API, the proxy) converts an upstream error answer or a transport failure here, with
+every configured credential scrubbed from whatever text the provider sent back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import httpx
+
+from .errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+
+if TYPE_CHECKING:
+    from .providers import ProviderAdapter
+
+__all__ = ["Scrubber", "close", "read", "request_id_of", "status_error", "transport_error"]
+
+_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,})")
+
+
+class Scrubber:
+    """Removes credentials from text: every configured secret, and anything shaped like a key."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "[REDACTED]")
+        return _KEY_LIKE.sub("[REDACTED]", text)
+
+
+async def status_error(adapter: ProviderAdapter, response: httpx.Response, scrub: Scrubber) -> UpstreamStatusError:
+    """The error for an upstream answer with an error status; reads its body (the caller closes it)."""
+    body = await read(response)
+    message = scrub(adapter.error_message(response.status_code, body))
+    retry_after = response.headers.get("retry-after")
+    return UpstreamStatusError(
+        f"{adapter.name}: {message}", upstream_status=response.status_code, provider=adapter.name,
+        headers={"retry-after": retry_after} if retry_after else None,
+    )
+
+
+def transport_error(adapter: ProviderAdapter, exc: httpx.HTTPError, scrub: Scrubber) -> UpstreamError:
+    """The error for a request that got no answer: 504 on a timeout, else 502."""
+    detail = scrub(str(exc)) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        seconds = adapter.config.timeout_ms / 1000
+        return UpstreamTimeoutError(
+            f"{adapter.name}: the upstream did not answer in time ({seconds:g} s): {detail}", provider=adapter.name
+        )
+    return UpstreamConnectionError(f"{adapter.name}: could not reach the upstream: {detail}", provider=adapter.name)
+
+
+def request_id_of(response: httpx.Response) -> str | None:
+    headers = response.headers
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id")
+
+
+async def read(response: httpx.Response) -> bytes:
+    """The whole body, read straight off the transport's stream (requests ask for no encoding)."""
+    try:
+        return response.content  # an in-process transport (the mock) answers with it read
+    except httpx.ResponseNotRead:
+        pass
+    chunks = [chunk async for chunk in response.aiter_raw()]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def close(response: httpx.Response | None) -> None:
+    if response is not None:
+        await response.aclose()

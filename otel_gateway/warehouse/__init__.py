@@ -1,0 +1,48 @@
+"""The request warehouse: one log record per request, stored and exported off the request path.
+
+Endpoints fill an :class:`Exchange` and ``submit`` it to the :class:`RequestLog`
+(``Gateway.request_log``, a :class:`RequestLogPipeline`), which builds the record (``_record``:
+redaction, token counts, cost) and feeds every :class:`Sink`: the :class:`Store` named by the
+``gateway-logging-config`` document (``store_for``), a JSONL file, OTLP logs.
+"""
+
+from ._exchange import Exchange, RequestLog, Status
+from ._memory import MemoryStore
+from ._otlp import OtlpLogSink, logger_provider_from_env, logs_enabled
+from ._pipeline import RequestLogPipeline
+from ._pricing import Price, Pricing, cost
+from ._record import RECORD_NAME, REDACTED, RecordBuilder
+from ._sinks import JsonlSink, Sink, Stats, StoreSink
+from ._spool import Spool
+from ._store import LogFilters, LogPage, Store, StoreUnavailable
+from ._stores import store_for
+from ._tokens import TokenCounter, encoding_name_for
+
+__all__ = [
+    "RECORD_NAME",
+    "REDACTED",
+    "Exchange",
+    "JsonlSink",
+    "LogFilters",
+    "LogPage",
+    "MemoryStore",
+    "OtlpLogSink",
+    "Price",
+    "Pricing",
+    "RecordBuilder",
+    "RequestLog",
+    "RequestLogPipeline",
+    "Sink",
+    "Spool",
+    "Stats",
+    "Status",
+    "Store",
+    "StoreSink",
+    "StoreUnavailable",
+    "TokenCounter",
+    "cost",
+    "encoding_name_for",
+    "logger_provider_from_env",
+    "logs_enabled",
+    "store_for",
+]

@@ -1,0 +1,207 @@
+"""The request log pipeline: finished exchanges in, records out to every sink, never in the way.
+
+``submit`` appends a reference to a bounded queue and returns; a worker task takes a batch when
+it is full or every flush interval, builds its records in a thread (redaction, token counting,
+pricing, scrubbing), and hands the batch to each sink. ``aclose`` (the app's shutdown, SIGTERM)
+writes what is queued before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs import LoggerProvider
+
+from ..config import GatewayConfig
+from ._exchange import Exchange
+from ._otlp import OtlpLogSink, logger_provider_from_env
+from ._record import RecordBuilder
+from ._sinks import JsonlSink, RateLimitedLog, Records, Sink, Stats, StoreSink
+from ._spool import Spool
+from ._store import Store, redact_url
+from ._stores import store_for
+
+logger = logging.getLogger("otel_gateway.warehouse")
+
+
+class RequestLogPipeline:
+    """Implements :class:`RequestLog`."""
+
+    def __init__(
+        self,
+        builder: RecordBuilder,
+        sinks: Sequence[Sink],
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 200,
+        flush_interval: float = 1.0,
+        stats: Stats | None = None,
+    ) -> None:
+        self._builder = builder
+        self.sinks = tuple(sinks)
+        self.stats = stats or Stats()
+        self._queue: collections.deque[Exchange] = collections.deque()
+        self._queue_size, self._batch_size, self._interval = queue_size, batch_size, flush_interval
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+        """One delivery or housekeeping step at a time: the spool is not for two writers."""
+        self._dropped_log = RateLimitedLog(logging.ERROR)
+        self._sink_log = RateLimitedLog(logging.WARNING)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: GatewayConfig,
+        *,
+        store: Store | None = None,
+        logger_provider: LoggerProvider | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> RequestLogPipeline:
+        """Sinks as the logging document says: its store (or ``store`` given here), its JSONL file,
+        and OTLP logs to ``logger_provider`` (default: from the environment, ``ENABLE_OTEL_LOGS``)."""
+        env = os.environ if environ is None else environ
+        options = config.logging
+        stats = Stats()
+        sinks: list[Sink] = []
+        if store is None:
+            store = _store_or_none(options.store)
+        if store is not None:
+            sinks.append(StoreSink(
+                store, Spool(options.spool_dir), stats, batch_size=options.batch_size,
+                write_timeout=options.write_timeout_ms / 1000,
+                retention_seconds=options.retention_days * 86_400 if options.retention_days else None,
+                retry_min=min(1.0, options.flush_interval_ms / 1000),
+            ))
+        if options.jsonl:
+            sinks.append(JsonlSink(options.jsonl))
+        owned = logger_provider is None
+        if logger_provider is None:
+            logger_provider = logger_provider_from_env(env, environment=options.environment)
+        if logger_provider is not None:
+            sinks.append(OtlpLogSink(logger_provider, owned=owned))
+        builder = RecordBuilder(config, service_name=env.get("OTEL_SERVICE_NAME") or "otel-gateway")
+        return cls(builder, sinks, queue_size=options.queue_size, batch_size=options.batch_size,
+                   flush_interval=options.flush_interval_ms / 1000, stats=stats)
+
+    @property
+    def store(self) -> Store | None:
+        return next((sink.store for sink in self.sinks if isinstance(sink, StoreSink)), None)
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """A reloaded config's redaction, pricing and environment apply to the records built from
+        now on; its store, JSONL file and queue settings take effect at the next start."""
+        self._builder = RecordBuilder(config, service_name=self._builder.resource["service.name"])
+
+    # -- the request path ----------------------------------------------------------------------
+
+    def submit(self, exchange: Exchange) -> None:
+        """Queues the finished exchange; never blocks, never raises."""
+        try:
+            exchange.finish()
+            self.stats.submitted += 1
+            if self._closed or len(self._queue) >= self._queue_size:
+                self._drop(1, "the request log is closed" if self._closed else "the request log queue is full")
+                return
+            self._queue.append(exchange)
+            if len(self._queue) >= self._batch_size and self._wakeup is not None:
+                self._wakeup.set()
+        except Exception:  # never let logging fail a request
+            logger.exception("queueing a request log record failed")
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._wakeup = asyncio.Event()
+            self._task = asyncio.create_task(self._run(), name="otel-gateway-request-log")
+
+    async def flush(self) -> None:
+        """Writes every queued record now."""
+        await self._drain()
+
+    async def aclose(self) -> None:
+        """Writes what is queued, then closes the sinks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            assert self._wakeup is not None
+            self._wakeup.set()
+            await self._task
+        await self._drain()
+        async with self._lock:
+            for sink in self.sinks:
+                if isinstance(sink, StoreSink) and sink.spool.pending:
+                    await self._guard(sink.replay())
+                await self._guard(sink.aclose())
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._drain()
+                if self._closed:
+                    return
+                async with self._lock:
+                    for sink in self.sinks:
+                        await self._guard(sink.tick())
+            except Exception:
+                logger.exception("the request log worker failed; it goes on")
+
+    async def _drain(self) -> None:
+        async with self._lock:
+            while self._queue:
+                count = min(self._batch_size, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(count)]
+                records = await asyncio.to_thread(self._build, batch)
+                if records:
+                    await self._deliver(records)
+
+    def _build(self, batch: list[Exchange]) -> Records:
+        builder = self._builder
+        records = []
+        for exchange in batch:
+            try:
+                records.append(builder.build(exchange))
+            except Exception:
+                logger.exception("building the log record of request %s failed", exchange.request_id)
+                self._drop(1, "its record could not be built")
+        return records
+
+    async def _deliver(self, records: Records) -> None:
+        for sink in self.sinks:
+            try:
+                await sink.write(records)
+            except Exception as exc:
+                self.stats.sink_errors += 1
+                self._sink_log("the %s request log sink failed to take %d record(s): %s", sink.name, len(records), exc)
+
+    async def _guard(self, step: Any) -> None:
+        try:
+            await step
+        except Exception:
+            logger.exception("request log housekeeping failed")
+
+    def _drop(self, count: int, why: str) -> None:
+        self.stats.dropped += count
+        self._dropped_log("dropped %d request log record(s), %d in all: %s", count, self.stats.dropped, why)
+
+
+def _store_or_none(url: str) -> Store | None:
+    try:
+        return store_for(url)
+    except Exception as exc:  # e.g. a missing database driver: log, serve on without a store
+        logger.error("the request log store %s cannot be used, records are not stored: %s", redact_url(url), exc)
+        return None

@@ -1,0 +1,158 @@
+"""A 200 MB multipart upload through ``/v1/files`` passes with the gateway's memory growing by less
+than 50 MB: the body streams through, it is never held. The gateway runs as its own process
+(``python -m otel_gateway serve``), its resident memory read from ``/proc`` while the upload runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes import Reply
+from servers import serve
+
+from .endpoint_fakes import ProxyUpstream
+
+MB = 1024 * 1024
+SIZE = 200 * MB
+BOUNDARY = "gateway-upload-boundary"
+HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n"
+        "Content-Type: application/jsonl\r\n\r\n").encode()
+TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+MAX_GROWTH = 50 * MB
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss(pid: int) -> int:
+    """Resident memory of ``pid`` in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def multipart(file_size: int) -> Iterator[bytes]:
+    """A multipart body with a ``file_size``-byte file, generated 1 MB at a time."""
+    block = b'{"custom_id": "r", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n' * (MB // 80)
+    block += b"x" * (MB - len(block))
+    yield HEAD
+    for _ in range(file_size // MB):
+        yield block
+    yield b"y" * (file_size % MB)
+    yield TAIL
+
+
+class PeakRss(threading.Thread):
+    """Polls the resident memory of ``pid`` until stopped; keeps the highest."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = rss(pid)
+        self._stop_polling = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_polling.wait(0.005):
+            self.peak = max(self.peak, rss(self.pid))
+
+    def stop(self) -> int:
+        self._stop_polling.set()
+        self.join()
+        self.peak = max(self.peak, rss(self.pid))
+        return self.peak
+
+
+@pytest.fixture(scope="module")
+def counting_upstream() -> Iterator[tuple[ProxyUpstream, str]]:
+    upstream = ProxyUpstream()
+    with serve(upstream.app) as url:
+        yield upstream, url
+
+
+@pytest.fixture(scope="module")
+def gateway_process(counting_upstream: tuple[ProxyUpstream, str], tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    config = workdir / "gateway.yaml"
+    config.write_text(f"""
+type: gateway-providers-config
+providers:
+  - name: oai
+    type: openai
+    base_url: {counting_upstream[1]}/v1
+    api_key: sk-upload-test-key-0123
+    models: [gpt-4o]
+---
+type: gateway-logging-config
+store: none
+""")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "ENABLE_OTEL"))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "otel_gateway", "serve", "--config", str(config), "--port", str(port),
+         "--log-level", "warning"], cwd=workdir, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        yield process, url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def upload(url: str, file_size: int) -> httpx.Response:
+    length = len(HEAD) + file_size + len(TAIL)
+    with httpx.Client(timeout=60) as http:
+        return http.post(f"{url}/v1/files", content=multipart(file_size), headers={
+            "x-gateway-provider": "oai", "content-type": f"multipart/form-data; boundary={BOUNDARY}",
+            "content-length": str(length),
+        })
+
+
+def test_a_200_mb_upload_streams_through(
+    gateway_process: tuple[subprocess.Popen[bytes], str], counting_upstream: tuple[ProxyUpstream, str]
+) -> None:
+    process, url = gateway_process
+    upstream = counting_upstream[0].reset(Reply(json={"id": "file-big", "object": "file"}))
+    upstream.count_only = True
+    assert upload(url, 8 * MB).status_code == 200  # warm up: code paths, buffers, the connection pool
+    upstream.received_bytes = 0
+
+    before = rss(process.pid)
+    watch = PeakRss(process.pid)
+    watch.start()
+    started = time.monotonic()
+    response = upload(url, SIZE)
+    seconds = time.monotonic() - started
+    peak = watch.stop()
+
+    assert (response.status_code, response.json()) == (200, {"id": "file-big", "object": "file"})
+    assert upstream.received_bytes == len(HEAD) + SIZE + len(TAIL)
+    growth = peak - before
+    print(f"\n200 MB upload in {seconds:.2f} s; gateway RSS {before / MB:.1f} MB -> peak {peak / MB:.1f} MB "
+          f"(growth {growth / MB:.1f} MB)")
+    assert growth < MAX_GROWTH
