@@ -21,7 +21,7 @@ from .http._asgi import RequestIdMiddleware, gateway_error_handler, http_error_h
 from .http.admin import reload_endpoint
 from .http.chat import ChatCompletionsEndpoint
 from .http.embeddings import OperationEndpoint
-from .http.info import healthz, models_endpoint, readyz
+from .http.info import healthz, models_endpoint, readyz_endpoint
 from .http.logs import logs_endpoint
 from .http.messages import MessagesEndpoint
 from .http.proxy import ProxyEndpoint
@@ -63,7 +63,7 @@ def create_app(
         Route("/admin/reload", reload_endpoint(gateway), methods=["POST"]),
         Route("/api/logs", logs_endpoint(gateway, lambda: gateway.request_log.store), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz", readyz_endpoint(gateway), methods=["GET"]),
     ]
     routes += _proxy_routes(gateway, routes)
     tracer = gateway.services.tracer

@@ -31,5 +31,13 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
-    return JSONResponse({"status": "ready"})
+def readyz_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
+    """Ready when a config is loaded (always, once the app exists) and the log store answers."""
+
+    async def readyz(request: Request) -> Response:
+        store = gateway.request_log.store
+        if store is not None and not await store.ping():
+            return JSONResponse({"status": "not_ready", "store": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return readyz

@@ -493,3 +493,21 @@ def test_no_lookup_span_when_the_cache_does_not_apply(start: Start, span_exporte
     alice = start("when: {models: [up/gpt-4o-mini]}\n").client()
     chat(alice)
     assert names_under_server(finished(span_exporter, 1)) == [["chatCompletions"]]
+
+
+TOKEN_LIMIT = """\
+---
+type: gateway-rate-limiting-config
+default_max_tokens: 10
+rules:
+  - {id: "{user}-tpm", limit_to: 40, unit: tokens_per_minute}
+"""
+
+
+def test_hits_cost_no_tokens_against_token_limits(start: Start, fake: FakeUpstream) -> None:
+    # Each request reserves about 15 tokens and the upstream answer used 15: charged at that price,
+    # the second hit would already pass 40. Hits settle to zero, so they keep being admitted.
+    alice = start(extra=TOKEN_LIMIT).client()
+    statuses = [status(chat(alice)[0]) for _ in range(6)]
+    assert statuses == ["MISS", "HIT", "HIT", "HIT", "HIT", "HIT"]
+    assert len(fake.requests) == 1

@@ -8,7 +8,6 @@ then settle token reservations to the real usage (for streams, when the stream e
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import time
@@ -99,9 +98,13 @@ class RateLimiter:
         if not admission.reserves_tokens:
             return result
         if isinstance(result, Completion):
-            await self._settle(admission, result.data.get("usage"))
+            await self._settle(admission, _charged(call, result.data.get("usage")))
             return result
-        return SettlingStream(result, functools.partial(self._settle, admission))
+
+        async def settle(usage: Mapping[str, Any] | None) -> None:
+            await self._settle(admission, _charged(call, usage))
+
+        return SettlingStream(result, settle)
 
     # -- the check, inside the span ---------------------------------------------------------------
 
@@ -179,6 +182,14 @@ class RateLimiter:
             message += " [%d similar warnings suppressed]"
             args = (*args, suppressed)
         logger.warning(message, *args)
+
+
+def _charged(call: ChatCall, usage: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The usage a call costs against token limits: none for an answer served from the cache."""
+    return _NOTHING if call.context.outcome.cache_status == "HIT" else usage
+
+
+_NOTHING: Mapping[str, Any] = {"total_tokens": 0}
 
 
 def _decide(buckets: Sequence[Bucket], outcome: Outcome, span: Span | None) -> _Admission:
