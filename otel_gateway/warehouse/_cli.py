@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from .._urls import redact_url
 from ..config import ConfigError, load_config
 from ..config._logging import DEFAULT_STORE
 from ._query import STATUSES, FilterError, build_filters, parse_metadata_pair
@@ -28,7 +29,6 @@ from ._store import (
     Store,
     StoreUnavailable,
     record_time,
-    redact_url,
     store_for_url,
 )
 

@@ -18,13 +18,14 @@ from typing import Any
 
 from opentelemetry.sdk._logs import LoggerProvider
 
+from .._urls import redact_url
 from ..config import GatewayConfig
 from ._exchange import Exchange
 from ._otlp import OtlpLogSink, logger_provider_from_env
 from ._record import RecordBuilder
 from ._sinks import JsonlSink, RateLimitedLog, Records, Sink, Stats, StoreSink
 from ._spool import Spool
-from ._store import Store, redact_url
+from ._store import Store
 from ._stores import store_for
 
 logger = logging.getLogger("otel_gateway.warehouse")

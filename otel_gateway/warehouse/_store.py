@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from .._urls import redact_url
+
 logger = logging.getLogger("otel_gateway.warehouse")
 
 DEFAULT_LIMIT = 50
@@ -98,15 +100,6 @@ def store_for_url(url: str) -> Store:
 
         return PostgresStore(url)
     raise ValueError(f"unsupported store URL {redact_url(url)!r}; use sqlite:///path or postgresql://...")
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password, if any, replaced by ``***``."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 # -- cursors -------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import redis.asyncio as aioredis
 from ratelimit_helpers import Next, chat_call, completion, rules_doc
 from services import require_service
 
+from otel_gateway._urls import redact_url as redact
 from otel_gateway.routing.ratelimit import BackendUnavailable, Demand, RateLimiter
-from otel_gateway.routing.ratelimit._redis import CONSUME, DEFAULT_PREFIX, RedisBackend, redact
+from otel_gateway.routing.ratelimit._redis import CONSUME, DEFAULT_PREFIX, RedisBackend
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MINUTE = 60_000

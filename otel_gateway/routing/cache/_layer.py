@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +28,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from ..._throttle import ThrottledLog
 from ...chat._assemble import CompletionAssembler
 from ...chat._types import ChatCall, ChunkStream, Completion, Outcome, Send
 from ...config._cache import CacheDocument
@@ -94,8 +93,7 @@ class ResponseCache:
         self.backend = backend
         self._tracer = tracer
         self.stats = CacheStats()
-        self._warned_at = -math.inf
-        self._suppressed = 0
+        self._warn = ThrottledLog(logger, every=WARN_EVERY_SECONDS)
         self._failing = False
 
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
@@ -213,18 +211,6 @@ class ResponseCache:
         if self._failing:
             self._failing = False
             logger.info("cache backend %r is answering again", self.backend)
-
-    def _warn(self, message: str, *args: object) -> None:
-        """At most one warning per ``WARN_EVERY_SECONDS``, saying how many were held back."""
-        now = time.monotonic()
-        if now - self._warned_at < WARN_EVERY_SECONDS:
-            self._suppressed += 1
-            return
-        suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
-        if suppressed:
-            message += " [%d similar warnings suppressed]"
-            args = (*args, suppressed)
-        logger.warning(message, *args)
 
 
 def _note_hit(outcome: Outcome, entry: Entry) -> None:

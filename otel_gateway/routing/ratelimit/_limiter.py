@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +17,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
+from ..._throttle import ThrottledLog
 from ...chat._types import ChatCall, ChunkStream, Completion, Send
 from ...config import RateLimitDocument
 from ...errors import GatewayError, RateLimitError
@@ -77,8 +76,7 @@ class RateLimiter:
         self.backend = backend
         self._tracer = tracer
         self.backend_failures = 0
-        self._warned_at = -math.inf
-        self._suppressed = 0
+        self._warn = ThrottledLog(logger, every=WARN_EVERY_SECONDS)
         self._failing = False
 
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
@@ -170,18 +168,6 @@ class RateLimiter:
         except BackendUnavailable as exc:
             self.backend_failures += 1
             self._warn("could not settle token reservations with the rate-limit backend (%s)", exc)
-
-    def _warn(self, message: str, *args: object) -> None:
-        """At most one warning per ``WARN_EVERY_SECONDS``, saying how many were held back."""
-        now = time.monotonic()
-        if now - self._warned_at < WARN_EVERY_SECONDS:
-            self._suppressed += 1
-            return
-        suppressed, self._suppressed, self._warned_at = self._suppressed, 0, now
-        if suppressed:
-            message += " [%d similar warnings suppressed]"
-            args = (*args, suppressed)
-        logger.warning(message, *args)
 
 
 def _charged(call: ChatCall, usage: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

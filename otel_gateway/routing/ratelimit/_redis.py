@@ -8,29 +8,21 @@ script reads the time from Redis (``TIME``), so replica clocks do not matter, an
 hash an expiry of two windows, after which it would count nothing anyway. Scripts are sent
 once and then called by their SHA (``EVALSHA``; reloaded if Redis forgot them).
 
-Calls use short socket timeouts, a bounded connection pool, and no retries: an unreachable Redis raises
-:class:`BackendUnavailable` at once, and for ``reconnect_after`` seconds after a failure calls
-fail fast without trying, so a dead Redis costs the gateway nothing per request.
+Calls go through :class:`..GuardedRedis`: an unreachable Redis raises :class:`BackendUnavailable`
+at once, and right after a failure without trying, so a dead Redis costs nothing per request.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from redis.commands.core import AsyncScript
+
+from ..._urls import redact_url
+from .._redis import GuardedRedis, RedisUnavailable
 from ._backend import Adjustment, BackendUnavailable, Demand, Outcome
 from ._window import WindowState
-
-try:
-    import redis.asyncio as aioredis
-    from redis.backoff import NoBackoff
-    from redis.commands.core import AsyncScript
-    from redis.exceptions import RedisError
-    from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - depends on the install
-    raise RuntimeError("a redis:// rate-limiting backend needs the 'redis' package (pip install redis)") from exc
 
 DEFAULT_PREFIX = "otel_gateway:ratelimit:"
 
@@ -102,24 +94,14 @@ class RedisBackend:
     ) -> None:
         self.url = url
         self.prefix = prefix
-        self._reconnect_after = reconnect_after
-        self._down_until = 0.0
-        # A bounded pool that makes a burst queue for a connection (at most ``socket_timeout``)
-        # rather than fail with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
+        self._redis = GuardedRedis(
+            url, socket_timeout=socket_timeout, reconnect_after=reconnect_after, max_connections=max_connections
         )
-        self._client = aioredis.Redis.from_pool(pool)
-        self._consume = self._client.register_script(CONSUME)
-        self._adjust = self._client.register_script(ADJUST)
+        self._consume = self._redis.client.register_script(CONSUME)
+        self._adjust = self._redis.client.register_script(ADJUST)
 
     def __repr__(self) -> str:
-        return f"RedisBackend({redact(self.url)!r})"
+        return f"RedisBackend({redact_url(self.url)!r})"
 
     async def consume(self, demands: Sequence[Demand]) -> Outcome:
         keys = [self.prefix + d.key for d in demands]
@@ -138,24 +120,10 @@ class RedisBackend:
             await self._call(self._adjust, keys, [n for a in adjustments for n in (a.window, a.delta)])
 
     async def _call(self, script: AsyncScript, keys: list[str], args: list[int]) -> Any:
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._down_until:
-            raise BackendUnavailable(f"{redact(self.url)} failed less than {self._reconnect_after:g} s ago")
         try:
-            reply = await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            self._down_until = loop.time() + self._reconnect_after
-            raise BackendUnavailable(f"{redact(self.url)}: {exc or type(exc).__name__}") from exc
-        return reply
+            return await self._redis.call(lambda: script(keys=keys, args=args))
+        except RedisUnavailable as exc:
+            raise BackendUnavailable(str(exc)) from exc
 
     async def aclose(self) -> None:
-        await self._client.aclose()
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+        await self._redis.aclose()
