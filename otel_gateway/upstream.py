@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import orjson
 
 from .errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 
 if TYPE_CHECKING:
+    from .chat._types import Outcome
     from .providers import ProviderAdapter
 
-__all__ = ["Scrubber", "close", "read", "request_id_of", "status_error", "transport_error"]
+__all__ = [
+    "Scrubber", "close", "json_object", "note_attempt", "read", "request_id_of", "status_error", "transport_error",
+]
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,})")
 
@@ -76,3 +80,24 @@ async def read(response: httpx.Response) -> bytes:
 async def close(response: httpx.Response | None) -> None:
     if response is not None:
         await response.aclose()
+
+
+def json_object(adapter: ProviderAdapter, raw: bytes) -> dict[str, Any]:
+    """An answer's body that must be a JSON object; anything else is the upstream's failure."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        message = f"{adapter.name}: the upstream answered with a body that is not JSON"
+        raise UpstreamError(message, provider=adapter.name)
+    return data
+
+
+def note_attempt(outcome: Outcome, adapter: ProviderAdapter, upstream_model: str | None) -> None:
+    """Records in the request's outcome that ``adapter`` is being tried (the last try answers)."""
+    outcome.attempts += 1
+    outcome.provider = adapter.name
+    outcome.provider_type = adapter.gen_ai_provider
+    outcome.upstream_model = upstream_model
+    outcome.provider_request_id = None

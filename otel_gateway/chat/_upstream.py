@@ -9,19 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import orjson
 from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
-from ..errors import GatewayError, UpstreamError
+from ..errors import GatewayError
 from ..providers import ProviderAdapter, ProviderRegistry
 from ..telemetry import ChatInvocation, Invocation, NullInvocation
-from ..upstream import Scrubber, close, read, request_id_of, status_error, transport_error
+from ..upstream import Scrubber, close, json_object, note_attempt, read, request_id_of, status_error, transport_error
 from ._stream import UpstreamStream, ttft_exceeded
-from ._types import ChatCall, ChunkStream, Completion, Outcome
+from ._types import ChatCall, ChunkStream, Completion
 
 __all__ = ["ProviderSend", "Scrubber"]
 
@@ -43,7 +41,7 @@ class ProviderSend:
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
         route = self._registry.resolve(call.model)
         adapter = route.adapter
-        _note_attempt(call.context.outcome, adapter, route.upstream_model)
+        note_attempt(call.context.outcome, adapter, route.upstream_model)
         invocation = self._start(call, adapter)
         response: httpx.Response | None = None
         # Time to first token counts from the request: a provider slow to start its answer exceeds it too.
@@ -58,7 +56,8 @@ class ProviderSend:
                 raise await status_error(adapter, response, self._scrub)
             if not call.stream:
                 try:
-                    completion = Completion(self._parse(adapter, await read(response), call))
+                    data = json_object(adapter, await read(response))
+                    completion = Completion(adapter.translate_response(data, call))
                 finally:
                     await response.aclose()
                 invocation.stop(completion.data)
@@ -105,23 +104,6 @@ class ProviderSend:
         else:
             yield
 
-    def _parse(self, adapter: ProviderAdapter, raw: bytes, call: ChatCall) -> dict[str, Any]:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            message = f"{adapter.name}: the upstream answered with a body that is not JSON"
-            raise UpstreamError(message, provider=adapter.name)
-        return adapter.translate_response(data, call)
-
-
-def _note_attempt(outcome: Outcome, adapter: ProviderAdapter, upstream_model: str) -> None:
-    outcome.attempts += 1
-    outcome.provider = adapter.name
-    outcome.provider_type = adapter.gen_ai_provider
-    outcome.upstream_model = upstream_model
-    outcome.provider_request_id = None
 
 
 async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request, ttft: float | None) -> httpx.Response:

@@ -12,14 +12,12 @@ from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 from starlette.types import Receive, Scope
 
-from ..chat import Outcome
 from ..errors import GatewayError
 from ..identity import ANONYMOUS, IDENTITY, METADATA
 from ..warehouse import Exchange
 from ._asgi import REQUEST_ID, ClientGone, cancelled_on_disconnect
 
 if TYPE_CHECKING:
-    from ..providers import ProviderAdapter
     from ..runtime import Gateway
 
 
@@ -80,10 +78,3 @@ async def watching_disconnect(receive: Receive, exchange: Exchange) -> AsyncIter
         except asyncio.CancelledError:
             exchange.status = "cancelled"
             raise
-
-
-def note_provider(outcome: Outcome, adapter: ProviderAdapter, upstream_model: str | None) -> None:
-    outcome.attempts += 1
-    outcome.provider = adapter.name
-    outcome.provider_type = adapter.gen_ai_provider
-    outcome.upstream_model = upstream_model

@@ -7,12 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-import orjson
 from starlette.types import Send
 
-from ..errors import UpstreamError
 from ..providers import ProviderAdapter
-from ..upstream import Scrubber, close, read, request_id_of, status_error, transport_error
+from ..upstream import Scrubber, close, json_object, read, request_id_of, status_error, transport_error
 from ..warehouse import Exchange
 
 HOP_BY_HOP = frozenset({
@@ -54,14 +52,7 @@ async def read_json_object(adapter: ProviderAdapter, response: httpx.Response, s
         raise transport_error(adapter, exc, scrub) from exc
     finally:
         await response.aclose()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        message = f"{adapter.name}: the upstream answered with a body that is not JSON"
-        raise UpstreamError(message, provider=adapter.name)
-    return raw, data
+    return raw, json_object(adapter, raw)
 
 
 async def send_bytes(send: Send, status: int, body: bytes, content_type: str) -> None:

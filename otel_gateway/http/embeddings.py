@@ -14,10 +14,10 @@ from ..errors import InvalidRequestError
 from ..providers import Route
 from ..runtime import Gateway
 from ..telemetry import OperationInvocation
-from ..upstream import Scrubber
+from ..upstream import Scrubber, note_attempt
 from ..warehouse import Exchange
 from ._asgi import headers_of, parse_json_object, read_body
-from ._logged import logged, note_provider, start_exchange, watching_disconnect
+from ._logged import logged, start_exchange, watching_disconnect
 from ._relay import open_upstream, read_json_object, send_bytes
 
 Operation = Literal["embeddings", "moderations"]
@@ -48,7 +48,7 @@ class OperationEndpoint:
         self, route: Route, body: dict[str, Any], headers: Mapping[str, str], exchange: Exchange, scrub: Scrubber
     ) -> tuple[bytes, dict[str, Any]]:
         adapter = route.adapter
-        note_provider(exchange.outcome, adapter, route.upstream_model)
+        note_attempt(exchange.outcome, adapter, route.upstream_model)
         request = adapter.build_operation_request(self._operation, body, route.upstream_model, headers)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": self._operation,

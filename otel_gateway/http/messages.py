@@ -23,10 +23,10 @@ from ..providers.anthropic import openai_usage
 from ..runtime import Gateway
 from ..sse import ServerSentEvent, SSEDecoder
 from ..telemetry import OperationInvocation
-from ..upstream import Scrubber
+from ..upstream import Scrubber, note_attempt
 from ..warehouse import Exchange
 from ._asgi import headers_of, parse_json_object, read_body
-from ._logged import logged, note_provider, record_error, start_exchange, watching_disconnect
+from ._logged import logged, record_error, start_exchange, watching_disconnect
 from ._relay import open_upstream, read_json_object
 
 SPAN_NAME = "messages"
@@ -52,7 +52,7 @@ class MessagesEndpoint:
             route = runtime.registry.resolve(exchange.model)
             adapter = route.adapter
             request = adapter.build_messages_request(body, route.upstream_model, headers)
-            note_provider(exchange.outcome, adapter, route.upstream_model)
+            note_attempt(exchange.outcome, adapter, route.upstream_model)
             scrub = Scrubber(runtime.config.secrets())
             tracer = self._gateway.services.tracer
             invocation = OperationInvocation.start(tracer, SPAN_NAME, _request_attributes(body, exchange, adapter))

@@ -19,11 +19,11 @@ from starlette.types import Receive, Scope, Send
 from ..errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, UpstreamStreamError
 from ..providers import ProviderAdapter
 from ..runtime import Gateway
-from ..upstream import Scrubber
+from ..upstream import Scrubber, note_attempt
 from ..warehouse import Exchange
 from ._asgi import ClientGone, headers_of
 from ._bodies import LOGGED_JSON_LIMIT, StreamedBody, has_body, logged_body
-from ._logged import logged, note_provider, record_error, start_exchange, watching_disconnect
+from ._logged import logged, record_error, start_exchange, watching_disconnect
 from ._relay import forwarded_headers, open_upstream, relayed_headers
 
 PROVIDER_HEADER = "x-gateway-provider"
@@ -46,7 +46,7 @@ class ProxyEndpoint:
         exchange = start_exchange(scope, headers)
         with logged(self._gateway, exchange):
             adapter = runtime.registry.provider(self._provider_name(scope, headers))
-            note_provider(exchange.outcome, adapter, None)
+            note_attempt(exchange.outcome, adapter, None)
             keep = LOGGED_JSON_LIMIT if self._log_bodies else 0
             body = StreamedBody(receive, keep=keep) if has_body(headers) else None
             forwarded = forwarded_headers(headers, keep_encoding=not self._log_bodies)
