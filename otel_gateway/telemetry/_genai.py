@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 
-from ..errors import GatewayError
+from ._operation import OperationInvocation
 
 SPAN_NAME = "chatCompletions"
 
@@ -36,14 +36,17 @@ class ChatInvocation:
     """Owns one ``chatCompletions`` span from request to the last chunk; ``stop``, ``fail`` and
     ``cancel`` are idempotent, the first one wins."""
 
-    __slots__ = ("_capture", "_ended", "_first_chunk", "_started", "span")
+    __slots__ = ("_capture", "_first_chunk", "_lifecycle", "_started")
 
     def __init__(self, span: Span, capture_content: bool) -> None:
-        self.span = span
+        self._lifecycle = OperationInvocation(span)
         self._capture = capture_content
         self._started = time.monotonic()
         self._first_chunk: float | None = None
-        self._ended = False
+
+    @property
+    def span(self) -> Span:
+        return self._lifecycle.span
 
     @classmethod
     def start(
@@ -90,32 +93,14 @@ class ChatInvocation:
                 self.span.set_attribute("gen_ai.response.time_to_first_chunk", self._first_chunk - self._started)
 
     def stop(self, completion: Mapping[str, Any]) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self.span.is_recording():
-            self.span.set_attributes(_response_attributes(completion, self._capture))
-        self.span.end()
+        self._lifecycle.stop(lambda: _response_attributes(completion, self._capture))
 
     def fail(self, error: BaseException) -> None:
-        if self._ended:
-            return
-        self._ended = True
-        if self.span.is_recording():
-            self.span.set_attribute("error.type", error_type(error))
-            self.span.set_status(Status(StatusCode.ERROR, str(error)))
-        self.span.end()
+        self._lifecycle.fail(error)
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
         """The client went away mid-stream: record what had arrived and end the span."""
-        if self._ended:
-            return
-        if self.span.is_recording():
-            self.span.set_attribute("error.type", "cancelled")
-            if partial is not None:
-                self.span.set_attributes(_response_attributes(partial, self._capture))
-        self._ended = True
-        self.span.end()
+        self._lifecycle.cancel(None if partial is None else lambda: _response_attributes(partial, self._capture))
 
 
 class NullInvocation:
@@ -134,15 +119,6 @@ class NullInvocation:
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
         pass
-
-
-def error_type(error: BaseException) -> str:
-    status = getattr(error, "upstream_status", None)
-    if status is not None:
-        return str(status)
-    if isinstance(error, GatewayError) and error.code:
-        return error.code
-    return type(error).__qualname__
 
 
 def _content_text(content: Any) -> str:

@@ -1,9 +1,9 @@
 """The span of one GenAI call that is not a chat completion: ``embeddings``, ``moderations``, and
 Anthropic's native ``messages``.
 
-Like ``ChatInvocation`` it owns its span from request to answer: request attributes when it
-starts, response attributes when it stops, ``error.type`` when it fails; the first of ``stop``,
-``fail`` and ``cancel`` wins. Without a tracer it wraps the invalid span: no SDK work at all.
+It owns its span from request to answer: request attributes when it starts, response attributes
+when it stops, ``error.type`` when it fails; the first of ``stop``, ``fail`` and ``cancel`` wins.
+Without a tracer it wraps the invalid span: no SDK work at all. ``ChatInvocation`` is built on it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from ._genai import error_type
+from ..errors import GatewayError
+
+
+def error_type(error: BaseException) -> str:
+    """``error.type``: the upstream's status, else the gateway's error code, else the class name."""
+    status = getattr(error, "upstream_status", None)
+    if status is not None:
+        return str(status)
+    if isinstance(error, GatewayError) and error.code:
+        return error.code
+    return type(error).__qualname__
 
 
 class OperationInvocation:
@@ -55,10 +65,13 @@ class OperationInvocation:
             self.span.set_status(Status(StatusCode.ERROR, str(error)))
         self.span.end()
 
-    def cancel(self) -> None:
+    def cancel(self, attributes: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """The client went away: ``error.type=cancelled``, plus ``attributes`` of what had arrived."""
         if self._ended:
             return
         self._ended = True
         if self.span.is_recording():
             self.span.set_attribute("error.type", "cancelled")
+            if attributes is not None:
+                self.span.set_attributes(attributes())
         self.span.end()
