@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import AsyncIterator
 
@@ -70,19 +71,6 @@ def create_app(
     middleware = [Middleware(ServerSpanMiddleware, tracer=tracer)] if tracer is not None else []
     middleware += [Middleware(RequestIdMiddleware), Middleware(IdentityMiddleware, gateway=gateway)]
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        if reload_on_sighup:
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload_logged()))
-        await gateway.start()
-        try:
-            yield
-        finally:
-            if reload_on_sighup:
-                loop.remove_signal_handler(signal.SIGHUP)
-            await gateway.aclose()
-
     app = Starlette(
         routes=routes,
         middleware=middleware,
@@ -91,10 +79,25 @@ def create_app(
             HTTPException: http_error_handler,
             Exception: internal_error_handler,
         },
-        lifespan=lifespan,
+        lifespan=functools.partial(_lifespan, gateway, reload_on_sighup),
     )
     app.state.gateway = gateway
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(gateway: Gateway, reload_on_sighup: bool, app: Starlette) -> AsyncIterator[None]:
+    """Starts the request log, optionally reloads on SIGHUP; at shutdown flushes and closes."""
+    loop = asyncio.get_running_loop()
+    if reload_on_sighup:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload_logged()))
+    await gateway.start()
+    try:
+        yield
+    finally:
+        if reload_on_sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        await gateway.aclose()
 
 
 _PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
