@@ -16,7 +16,7 @@ with ``raise ... from``, and rendered at one boundary (``http._asgi``).
     ├── RequestTimeoutError           408 timeout_error (time to first token exceeded)
     ├── PayloadTooLargeError          413 invalid_request_error
     ├── RateLimitError                429 rate_limit_error (+ Retry-After)
-    ├── ServiceUnavailableError       503 service_unavailable (a store the gateway needs is down)
+    ├── ServiceUnavailableError       503 service_unavailable_error (a store or backend the gateway needs is down)
     └── UpstreamError                 502 upstream_error
         ├── UpstreamStatusError       the upstream's 4xx as is, 5xx as 502/503/504
         ├── UpstreamConnectionError   502 (connection refused, reset, DNS)
@@ -135,7 +135,7 @@ class RateLimitError(GatewayError):
 
 class ServiceUnavailableError(GatewayError):
     status = 503
-    type = "service_unavailable"
+    type = "service_unavailable_error"
 
 
 class UpstreamError(GatewayError):

@@ -18,7 +18,7 @@ from .errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError,
 
 if TYPE_CHECKING:
     from .chat._types import Outcome
-    from .providers import ProviderAdapter
+    from .providers import ProviderAdapter, Route
 
 __all__ = [
     "Scrubber", "close", "json_object", "note_attempt", "read", "request_id_of", "status_error", "transport_error",
@@ -94,10 +94,11 @@ def json_object(adapter: ProviderAdapter, raw: bytes) -> dict[str, Any]:
     return data
 
 
-def note_attempt(outcome: Outcome, adapter: ProviderAdapter, upstream_model: str | None) -> None:
-    """Records in the request's outcome that ``adapter`` is being tried (the last try answers)."""
+def note_attempt(outcome: Outcome, adapter: ProviderAdapter, route: Route | None = None) -> None:
+    """Records in the request's outcome that ``adapter`` (at ``route``) is being tried; the last try answers."""
     outcome.attempts += 1
     outcome.provider = adapter.name
     outcome.provider_type = adapter.gen_ai_provider
-    outcome.upstream_model = upstream_model
+    outcome.upstream_model = route.upstream_model if route else None
+    outcome.model_id = route.model_id if route else None
     outcome.provider_request_id = None

@@ -24,6 +24,8 @@ class Outcome:
     provider_type: str | None = None
     """Its ``gen_ai.provider.name`` (``openai``, ``anthropic``...)."""
     upstream_model: str | None = None
+    model_id: str | None = None
+    """The ``provider-account/model`` of the last attempt."""
     provider_request_id: str | None = None
     """The provider's id of its answer (``x-request-id``, ``request-id``, else the response id)."""
     attempts: int = 0

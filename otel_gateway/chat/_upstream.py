@@ -41,7 +41,7 @@ class ProviderSend:
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
         route = self._registry.resolve(call.model)
         adapter = route.adapter
-        note_attempt(call.context.outcome, adapter, route.upstream_model)
+        note_attempt(call.context.outcome, adapter, route)
         invocation = self._start(call, adapter)
         response: httpx.Response | None = None
         # Time to first token counts from the request: a provider slow to start its answer exceeds it too.

@@ -48,7 +48,7 @@ class OperationEndpoint:
         self, route: Route, body: dict[str, Any], headers: Mapping[str, str], exchange: Exchange, scrub: Scrubber
     ) -> tuple[bytes, dict[str, Any]]:
         adapter = route.adapter
-        note_attempt(exchange.outcome, adapter, route.upstream_model)
+        note_attempt(exchange.outcome, adapter, route)
         request = adapter.build_operation_request(self._operation, body, route.upstream_model, headers)
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": self._operation,

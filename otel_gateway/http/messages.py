@@ -52,7 +52,7 @@ class MessagesEndpoint:
             route = runtime.registry.resolve(exchange.model)
             adapter = route.adapter
             request = adapter.build_messages_request(body, route.upstream_model, headers)
-            note_attempt(exchange.outcome, adapter, route.upstream_model)
+            note_attempt(exchange.outcome, adapter, route)
             scrub = Scrubber(runtime.config.secrets())
             tracer = self._gateway.services.tracer
             invocation = OperationInvocation.start(tracer, SPAN_NAME, _request_attributes(body, exchange, adapter))

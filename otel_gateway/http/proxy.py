@@ -46,7 +46,7 @@ class ProxyEndpoint:
         exchange = start_exchange(scope, headers)
         with logged(self._gateway, exchange):
             adapter = runtime.registry.provider(self._provider_name(scope, headers))
-            note_attempt(exchange.outcome, adapter, None)
+            note_attempt(exchange.outcome, adapter)
             keep = LOGGED_JSON_LIMIT if self._log_bodies else 0
             body = StreamedBody(receive, keep=keep) if has_body(headers) else None
             forwarded = forwarded_headers(headers, keep_encoding=not self._log_bodies)

@@ -67,10 +67,11 @@ def cost(usage: Mapping[str, Any], price: Price) -> dict[str, float]:
 
 
 class Pricing:
-    """Finds the price of a request: an override first (by the model as requested, then by the
-    provider's model names), then the table's section of the provider account's vendor, then any
-    section. Dated model versions (``-2024-08-06``, ``-20250929``, ``-0613``, ``-latest``) match
-    their undated entry; an exact entry wins. The ``mock`` provider is free."""
+    """Finds the price of a request: an override first (by the ``provider-account/model`` that
+    answered, by the model as requested, then by the provider's model names), then the table's
+    section of the provider account's vendor, then any section. Dated model versions
+    (``-2024-08-06``, ``-20250929``, ``-0613``, ``-latest``) match their undated entry; an exact
+    entry wins. The ``mock`` provider is free."""
 
     def __init__(self, table: PricingDocument | None, overrides: Mapping[str, ModelPrice],
                  providers: Iterable[ProviderConfig]) -> None:
@@ -88,11 +89,14 @@ class Pricing:
     def vendor(self, account: str | None) -> str | None:
         return self._vendors.get(account or "")
 
-    def price(self, *, account: str | None, requested: str | None, models: Iterable[str | None]) -> Price | None:
+    def price(
+        self, *, account: str | None, requested: str | None, models: Iterable[str | None], target: str | None = None
+    ) -> Price | None:
         """``models``: the provider's names for the model, most precise first (the answer's
-        ``model``, the upstream model)."""
+        ``model``, the upstream model); ``target``: the ``provider-account/model`` that answered."""
         names = [m.lower() for m in models if m]
-        found = _lookup(self._overrides, [requested.lower()] if requested else []) or _lookup(self._overrides, names)
+        chosen = [name.lower() for name in (target, requested) if name]
+        found = _lookup(self._overrides, chosen) or _lookup(self._overrides, names)
         if found is not None:
             return found
         vendor = self.vendor(account)

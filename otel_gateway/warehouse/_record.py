@@ -174,7 +174,7 @@ class RecordBuilder:
 
     def _price(self, exchange: Exchange, response: Any) -> Price | None:
         outcome = exchange.outcome
-        return self._pricing.price(account=outcome.provider, requested=exchange.model,
+        return self._pricing.price(account=outcome.provider, requested=exchange.model, target=outcome.model_id,
                                    models=(_answer_model(response), outcome.upstream_model))
 
     def _query(self, query: str) -> str:

@@ -139,7 +139,7 @@ async def test_two_gateways_share_answers_through_redis(
     key = f"{prefix}default:{DIGEST}"
     stored = orjson.loads(await redis_client.get(key) or b"null")
     assert stored == {"v": 1, "completion": openai_completion(), "provider": "up", "provider_type": "openai",
-                      "upstream_model": "gpt-4o"}
+                      "upstream_model": "gpt-4o", "model_id": "up/gpt-4o"}
     assert 115 <= await redis_client.ttl(key) <= 120
     assert status(second) == "HIT"
     assert status(first) == "HIT"

@@ -236,9 +236,10 @@ async def test_memory_evicts_expired_entries_first_and_resizes() -> None:
 
 
 def test_entries_round_trip_and_foreign_bytes_are_ignored() -> None:
-    entry = Entry({"choices": []}, "up", "openai", "gpt-4o-2024-08-06")
+    entry = Entry({"choices": []}, "up", "openai", "gpt-4o-2024-08-06", "up/gpt-4o")
     assert orjson.loads(entry.encode()) == {"v": 1, "completion": {"choices": []}, "provider": "up",
-                                            "provider_type": "openai", "upstream_model": "gpt-4o-2024-08-06"}
+                                            "provider_type": "openai", "upstream_model": "gpt-4o-2024-08-06",
+                                            "model_id": "up/gpt-4o"}
     assert Entry.decode(entry.encode()) == entry
     for raw in (b"not json", b"[]", b'{"v": 2, "completion": {}}', b'{"v": 1, "completion": "x"}'):
         assert Entry.decode(raw) is None

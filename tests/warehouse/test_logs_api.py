@@ -169,7 +169,7 @@ async def test_an_unreachable_store_is_503(tmp_path: Path) -> None:
         response = await client.get("/api/logs")
     assert response.status_code == 503
     error = response.json()["error"]
-    assert (error["type"], error["code"]) == ("service_unavailable", "log_store_unavailable")
+    assert (error["type"], error["code"]) == ("service_unavailable_error", "log_store_unavailable")
     assert "pw" not in error["message"]
 
 

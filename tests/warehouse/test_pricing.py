@@ -123,3 +123,18 @@ def test_cached_prompt_tokens_are_priced_as_cached_input() -> None:
 def test_zero_usage_costs_nothing() -> None:
     price = Price(Decimal(5), Decimal(15), Decimal(5))
     assert set(cost({"prompt_tokens": 0, "completion_tokens": 0}, price).values()) == {0.0}
+
+
+def test_an_override_of_the_target_that_answered_wins_over_the_requested_name() -> None:
+    # A virtual "gpt-4o" load-balanced to primary/gpt-4o is priced as primary/gpt-4o, and an
+    # override of the virtual name applies only when the answering target has none.
+    table = pricing("""---
+type: gateway-logging-config
+pricing:
+  primary/gpt-4o: {input: 5, output: 5}
+  gpt-4o: {input: 7, output: 7}
+""")
+    assert table.price(account="primary", requested="gpt-4o", target="primary/gpt-4o", models=["gpt-4o"]) == Price(
+        Decimal(5), Decimal(5), Decimal(5))
+    assert table.price(account="backup", requested="gpt-4o", target="backup/gpt-4o", models=["gpt-4o"]) == Price(
+        Decimal(7), Decimal(7), Decimal(7))

@@ -65,11 +65,12 @@ class Entry:
     provider: str | None = None
     provider_type: str | None = None
     upstream_model: str | None = None
+    model_id: str | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps({
             "v": ENTRY_VERSION, "completion": self.completion, "provider": self.provider,
-            "provider_type": self.provider_type, "upstream_model": self.upstream_model,
+            "provider_type": self.provider_type, "upstream_model": self.upstream_model, "model_id": self.model_id,
         })
 
     @classmethod
@@ -81,7 +82,8 @@ class Entry:
             return None
         if not isinstance(data, dict) or data.get("v") != ENTRY_VERSION or not isinstance(data.get("completion"), dict):
             return None
-        return cls(data["completion"], data.get("provider"), data.get("provider_type"), data.get("upstream_model"))
+        return cls(data["completion"], data.get("provider"), data.get("provider_type"), data.get("upstream_model"),
+                   data.get("model_id"))
 
 
 class ResponseCache:
@@ -183,7 +185,8 @@ class ResponseCache:
             return
         outcome = call.context.outcome
         try:
-            value = Entry(completion, outcome.provider, outcome.provider_type, outcome.upstream_model).encode()
+            value = Entry(completion, outcome.provider, outcome.provider_type, outcome.upstream_model,
+                          outcome.model_id).encode()
         except (TypeError, orjson.JSONEncodeError):
             return
         if len(value) > self._config.max_entry_bytes:
@@ -218,6 +221,7 @@ def _note_hit(outcome: Outcome, entry: Entry) -> None:
     outcome.provider = entry.provider
     outcome.provider_type = entry.provider_type
     outcome.upstream_model = entry.upstream_model
+    outcome.model_id = entry.model_id
 
 
 class StoringStream:

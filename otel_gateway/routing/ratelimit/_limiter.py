@@ -20,7 +20,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from ..._throttle import ThrottledLog
 from ...chat._types import ChatCall, ChunkStream, Completion, Send
 from ...config import RateLimitDocument
-from ...errors import GatewayError, RateLimitError
+from ...errors import GatewayError, RateLimitError, ServiceUnavailableError
 from ._backend import Adjustment, Backend, BackendUnavailable, Demand, Outcome
 from ._rules import Bucket, buckets_for, usage_tokens
 from ._settle import SettlingStream
@@ -32,11 +32,9 @@ SPAN_NAME = "RateLimiterMiddleware"
 WARN_EVERY_SECONDS = 30.0
 
 
-class RateLimitUnavailableError(GatewayError):
+class RateLimitUnavailableError(ServiceUnavailableError):
     """503: the rate-limit backend cannot be reached and the config says to refuse then."""
 
-    status = 503
-    type = "service_unavailable_error"
     code = "rate_limit_backend_unavailable"
 
 
