@@ -24,7 +24,8 @@ __all__ = [
     "Scrubber", "close", "json_object", "note_attempt", "read", "request_id_of", "status_error", "transport_error",
 ]
 
-_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{6,}|sk-ant-[A-Za-z0-9_\-*]{6,})")
+_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}")
+"""Anything shaped like an OpenAI or Anthropic (``sk-ant-...``) key."""
 
 
 class Scrubber:
@@ -37,7 +38,8 @@ class Scrubber:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, "[REDACTED]")
-        return _KEY_LIKE.sub("[REDACTED]", text)
+        # The regex tries every position of the text; a substring test skips it where no key can be.
+        return _KEY_LIKE.sub("[REDACTED]", text) if "sk-" in text else text
 
 
 async def status_error(adapter: ProviderAdapter, response: httpx.Response, scrub: Scrubber) -> UpstreamStatusError:
