@@ -88,7 +88,7 @@ class MockTransport(httpx.AsyncBaseTransport):
             return _error(400, str(exc))
         body = orjson.loads(await request.aread())
         if options.delay_ms:
-            await asyncio.sleep(options.delay_ms / 1000)
+            await _wait(options.delay_ms / 1000, request)
         if options.fail_status:
             return _error(options.fail_status, f"mock provider failing on purpose with status {options.fail_status}")
         try:
@@ -113,9 +113,19 @@ class _ChunkStream(httpx.AsyncByteStream):
             if self._fail_after is not None and sent >= self._fail_after:
                 raise httpx.RemoteProtocolError("mock provider cut the stream on purpose", request=self._request)
             if sent and self._delay:
-                await asyncio.sleep(self._delay)
+                await _wait(self._delay, self._request)
             yield encode_data(chunk)
         yield DONE
+
+
+async def _wait(seconds: float, request: httpx.Request) -> None:
+    """Waits as a slow upstream would: longer than the provider's ``timeout_ms`` (the request's read
+    timeout), it times out as a real connection does."""
+    limit = request.extensions.get("timeout", {}).get("read")
+    if limit is not None and seconds > limit:
+        await asyncio.sleep(limit)
+        raise httpx.ReadTimeout(f"the mock provider waited longer than {limit:g} s", request=request)
+    await asyncio.sleep(seconds)
 
 
 def _options(base: MockOptions, headers: Mapping[str, str]) -> MockOptions:

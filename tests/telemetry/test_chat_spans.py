@@ -12,7 +12,9 @@ import openai
 import orjson
 import pytest
 from fakes import FakeUpstream, Reply, openai_completion, openai_stream, sse
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
@@ -471,6 +473,36 @@ def test_tracing_off_exports_nothing(gateway: Gateway, tracer_provider: TracerPr
     time.sleep(0.05)
     assert span_exporter.get_finished_spans() == ()
     assert "traceparent" not in fake.requests[0].headers
+
+
+def test_tracing_off_does_no_sdk_work(gateway: Gateway, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    real_start_span = SdkTracer.start_span
+
+    def spy(self: SdkTracer, name: str, *args: Any, **kwargs: Any) -> Any:
+        started.append(name)
+        return real_start_span(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(SdkTracer, "start_span", spy)
+    global_provider = TracerProvider()  # even an SDK provider set globally is not read
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: global_provider)
+    with global_provider.get_tracer("probe").start_as_current_span("probe"):
+        pass
+    assert started == ["probe"], "the spy sees SDK spans"
+    started.clear()
+
+    client, _ = gateway()
+    client.chat.completions.create(model=MODEL, messages=[USER], tools=[WEATHER_TOOL])
+    fake.reply = Reply(events=openai_stream(["a", "b"]))
+    assert len(list(client.chat.completions.create(model=MODEL, messages=[USER], stream=True))) == 4
+    fake.reply = Reply(status=500, json={"error": {"message": "boom"}})
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model=MODEL, messages=[USER])
+    client.chat.completions.create(model="demo/echo", messages=[USER], stream=True).close()
+
+    assert started == []
+    assert not [r for r in fake.requests if "traceparent" in r.headers]
+    global_provider.shutdown()
 
 
 def test_unsampled(gateway: Gateway, span_exporter: InMemorySpanExporter, fake: FakeUpstream) -> None:
