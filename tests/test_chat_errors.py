@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -449,6 +450,44 @@ def test_ttft_met_streams_normally(http: httpx.Client, fake: FakeUpstream) -> No
     with http.stream("POST", "/v1/chat/completions", json={**STREAM_BODY, "stream_options": {"include_usage": True}},
                      headers={"x-gateway-ttft-timeout-ms": "5000"}) as response:
         assert sse_payloads(response) == [*delivered(frames[:-1]), "[DONE]"]
+
+
+# --- the request deadline (x-gateway-request-timeout) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", ""], ids=["word", "zero", "negative", "fraction", "empty"])
+def test_malformed_request_timeout_header_is_400(http: httpx.Client, fake: FakeUpstream, value: str) -> None:
+    response = http.post("/v1/chat/completions", json=BODY, headers={"x-gateway-request-timeout": value})
+
+    assert error_of(response, 400) == error(
+        "x-gateway-request-timeout must be a positive whole number of milliseconds.", "invalid_request_error",
+        "invalid_header", "x-gateway-request-timeout")
+    assert fake.requests == []
+
+
+def test_request_timeout_exceeded_is_504(http: httpx.Client, fake: FakeUpstream) -> None:
+    fake.reply = Reply(json=openai_completion(), delay=1.0)
+
+    started = time.monotonic()
+    response = http.post("/v1/chat/completions", json=BODY, headers={"x-gateway-request-timeout": "150"})
+
+    assert time.monotonic() - started < 0.9
+    assert error_of(response, 504) == error("The request was not answered within 150 ms (x-gateway-request-timeout).",
+                                            "timeout_error", "request_timeout")
+
+
+def test_request_timeout_during_a_stream_is_a_final_error_event(http: httpx.Client, fake: FakeUpstream) -> None:
+    frames = openai_stream(PARTS)
+    fake.reply = Reply(events=frames, event_delay=0.2)
+
+    with http.stream("POST", "/v1/chat/completions", json=STREAM_BODY,
+                     headers={"x-gateway-request-timeout": "500"}) as response:
+        payloads = sse_payloads(response)
+
+    assert 1 <= len(payloads) - 1 < len(frames) - 1
+    assert payloads[:-1] == delivered(frames[:len(payloads) - 1])
+    assert json.loads(payloads[-1]) == {"error": error(
+        "The request was not answered within 500 ms (x-gateway-request-timeout).", "timeout_error", "request_timeout")}
 
 
 def test_request_ids_are_unique(http: httpx.Client) -> None:

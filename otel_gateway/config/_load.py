@@ -157,8 +157,10 @@ def _parse_document(label: str, raw: Any, env: Mapping[str, str], issues: list[C
     try:
         return schema.model_validate(resolved)
     except ValidationError as exc:
-        for err in exc.errors():
-            issues.append(ConfigIssue(label, _key_path(err["loc"]), _message(err)))
+        errors = exc.errors()
+        for err in errors:
+            if not _follows_from_items(err, errors):
+                issues.append(ConfigIssue(label, _key_path(err["loc"]), _message(err)))
         return None
 
 
@@ -242,6 +244,15 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else _join(out, str(part))[len(out):]
     return out
+
+
+def _follows_from_items(err: Any, errors: list[Any]) -> bool:
+    """A list too short only because its own items failed (pydantic counts the valid ones): the
+    items' errors say what is wrong, "at least 1 item ..., not 0" of a list of one would mislead."""
+    if err["type"] != "too_short":
+        return False
+    loc = tuple(err["loc"])
+    return any(len(other["loc"]) > len(loc) and tuple(other["loc"][:len(loc)]) == loc for other in errors)
 
 
 def _message(err: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
@@ -81,10 +82,28 @@ class AuthKey(Model):
             raise ValueError("key is empty")
         return self
 
+    def sha256(self) -> str:
+        """The key's SHA-256 as lowercase hex, given plainly or as ``key_sha256``."""
+        if self.key is not None:
+            return hashlib.sha256(self.key.get_secret_value().encode()).hexdigest()
+        return self.key_sha256 or ""
+
 
 class AuthDocument(Model):
     type: Literal["gateway-auth-config"]
     keys: tuple[AuthKey, ...]
+
+    @model_validator(mode="after")
+    def _keys_are_unique(self) -> AuthDocument:
+        """One key, one caller: a key listed twice (plainly or by its SHA-256) would leave who is
+        calling to the order of the list. The message names the entries, never the key."""
+        seen: dict[str, str] = {}
+        for index, key in enumerate(self.keys):
+            digest = key.sha256()
+            if digest in seen:
+                raise ValueError(f"keys[{index}] ({key.name!r}) is the same key as {seen[digest]}")
+            seen[digest] = f"keys[{index}] ({key.name!r})"
+        return self
 
 
 # --- gateway-rate-limiting-config ----------------------------------------------------------

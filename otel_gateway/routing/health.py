@@ -9,7 +9,8 @@ a :class:`HealthRegistry` the load balancer reads:
 - once the cooldown has passed, the target is half-open: one probe attempt is let through, and
   it restores the target or ejects it again for longer; until it ends, the target stays unavailable;
 - an attempt that succeeds records one latency sample: seconds per output token, over the whole
-  attempt (to the last chunk of a stream). The last ``window`` samples younger than
+  attempt (to the last chunk of a stream); the tokens of an answer without usage are estimated
+  from its text. The last ``window`` samples younger than
   ``sample_ttl`` are the target's recent latency.
 
 Health lives in one process: each worker of ``serve --workers N`` learns on its own.
@@ -208,7 +209,7 @@ class HealthObserver:
             _settle(lease, exc)
             raise
         if isinstance(result, Completion):
-            lease.succeeded(_output_tokens(result.data))
+            lease.succeeded(_output_tokens(result.data) or _estimated_output_tokens(result.data))
             return result
         stream = result
 
@@ -236,6 +237,25 @@ def _output_tokens(data: Mapping[str, Any]) -> int | None:
     usage = data.get("usage")
     tokens = usage.get("completion_tokens") if isinstance(usage, Mapping) else None
     return tokens if isinstance(tokens, int) and tokens > 0 else None
+
+
+def _estimated_output_tokens(data: Mapping[str, Any]) -> int:
+    """For an answer without usage (some OpenAI-compatible servers send none): about 4 characters
+    a token of its text and tool calls, at least 1. Without a sample, latency-based routing would
+    keep such a target "learning", and so send it traffic first, forever."""
+    chars = 0
+    choices = data.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, Mapping) else None
+        if not isinstance(message, Mapping):
+            continue
+        content = message.get("content")
+        chars += len(content) if isinstance(content, str) else 0
+        for tool_call in message.get("tool_calls") or ():
+            function = tool_call.get("function") if isinstance(tool_call, Mapping) else None
+            if isinstance(function, Mapping):
+                chars += len(str(function.get("name") or "")) + len(str(function.get("arguments") or ""))
+    return max(1, -(-chars // 4))
 
 
 def _stream_output_tokens(stream: ChunkStream) -> int | None:

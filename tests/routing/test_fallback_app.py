@@ -208,3 +208,25 @@ def test_a_stream_that_started_never_falls_back(client: Client, fake: FakeUpstre
     }
     spans = spans_when_done(span_exporter)
     assert tree(spans) == ["POST /v1/chat/completions", "  chatCompletions"]
+
+
+def test_the_request_timeout_bounds_the_fallback_too(client: Client, fake: FakeUpstream,
+                                                     span_exporter: InMemorySpanExporter) -> None:
+    """The primary fails after 200 ms; the fallback would answer after 2 s; the request has 500 ms."""
+    fake.reply = Reply(status=500, json=UPSTREAM_ERROR, delay=0.2)
+    started = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as raised:
+        client().chat.completions.create(model="oai/gpt-4o", messages=MESSAGES, extra_headers={
+            "x-gateway-request-timeout": "500", "x-mock-delay-ms": "2000"})
+    assert time.monotonic() - started < 1.5
+    assert raised.value.status_code == 504
+    assert raised.value.body == {"message": "The request was not answered within 500 ms (x-gateway-request-timeout).",
+                                 "type": "timeout_error", "code": "request_timeout", "param": None}
+    spans = spans_when_done(span_exporter)
+    assert fallback_span(spans) == FALLBACK_SPAN
+    assert tree(spans) == [
+        "POST /v1/chat/completions",
+        "  chatCompletions",
+        "  fallbackRequest",
+        "    chatCompletions",
+    ]

@@ -18,6 +18,7 @@ from routing_fakes import (
     unknown_model,
 )
 
+from otel_gateway.chat import ChatCall, Completion
 from otel_gateway.errors import GatewayError, UpstreamStreamError
 from otel_gateway.routing.health import HealthObserver, HealthPolicy, HealthRegistry, LatencyStats
 
@@ -230,6 +231,19 @@ async def test_observer_samples_a_completion(health: HealthRegistry, clock: Cloc
     await observe(chat_call(T))
     assert send.models == [T]
     assert health.latency(T) == LatencyStats(recent=1, per_token=0.25, total=1)
+
+
+async def test_observer_samples_a_completion_without_usage_from_its_text(health: HealthRegistry, clock: Clock) -> None:
+    """An OpenAI-compatible server may send no usage; the answer still yields a sample, or latency
+    routing would keep the target "learning" and send it traffic first for ever."""
+
+    def no_usage(call: ChatCall) -> Completion:
+        return Completion({"id": "c1", "object": "chat.completion", "model": call.model, "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "x" * 30}, "finish_reason": "stop"}]})
+
+    observe, _ = observer({T: no_usage}, health, clock)
+    await observe(chat_call(T))
+    assert health.latency(T) == LatencyStats(recent=1, per_token=0.25, total=1)  # 2 s / ceil(30 / 4) tokens
 
 
 async def test_observer_samples_a_stream_when_it_ends(health: HealthRegistry, clock: Clock) -> None:

@@ -278,6 +278,19 @@ async def test_latency_relearns_a_target_whose_samples_grew_old(setup: Setup, cl
     assert Counter(send.models[sent:]) == {A: 3, B: 3}
 
 
+async def test_latency_learns_a_target_whose_answers_carry_no_usage(setup: Setup) -> None:
+    """B sends no usage (some OpenAI-compatible servers do not); it is still measured, and slower."""
+
+    def no_usage(call: ChatCall) -> Completion:
+        return Completion({"id": "c1", "object": "chat.completion", "model": call.model, "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hello there friend"}, "finish_reason": "stop"}]})
+
+    doc = document(rule("latency", {"target": A}, {"target": B}))
+    balancer, send = setup(doc, {A: ok(10), B: no_usage}, took={A: 1.0, B: 5.0})
+    await run(balancer, 50)
+    assert Counter(send.models) == {A: 47, B: 3}
+
+
 # -- fail-over ----------------------------------------------------------------------------------------------------
 
 
@@ -407,6 +420,51 @@ async def test_span_attributes_and_nesting(traced: Setup, span_exporter: InMemor
     assert dict(balanced.attributes or {}) == lb_attributes(A, tenant="research")
     assert parent_of(attempt, spans) is balanced
     assert balanced.status.status_code == StatusCode.UNSET
+
+
+@pytest.mark.parametrize(("kind", "targets", "took", "resolved"), [
+    pytest.param("weight", [{"target": A, "weight": 0}, {"target": B, "weight": 100}], {}, B, id="weight-based"),
+    pytest.param("latency", [{"target": A}, {"target": B}], {A: 2.0, B: 1.0}, B, id="latency-based"),
+    pytest.param("priority", [{"target": A, "priority": 1}, {"target": B, "priority": 0}], {}, B,
+                 id="priority-based"),
+])
+async def test_the_span_of_each_routing_type(
+    traced: Setup, span_exporter: InMemorySpanExporter, kind: str, targets: list[dict[str, Any]],
+    took: dict[str, float], resolved: str,
+) -> None:
+    balancer, send = traced(document(rule(kind, *targets)), {A: ok(10), B: ok(10)}, took=took)
+    await run(balancer, 6)  # latency-based: three samples of each target to learn them
+    span_exporter.clear()
+    await balancer(chat_call())
+    assert send.models[-1] == resolved
+    spans = list(span_exporter.get_finished_spans())
+    assert sorted(s.name for s in spans) == ["chatCompletions", "loadBalanceMiddleware"]
+    (balanced,) = finished(span_exporter, "loadBalanceMiddleware")
+    (attempt,) = finished(span_exporter, "chatCompletions")
+    assert dict(balanced.attributes or {}) == lb_attributes(resolved)
+    assert parent_of(attempt, spans) is balanced
+    assert balanced.status.status_code == StatusCode.UNSET
+
+
+async def test_retry_then_success_spans(traced: Setup, span_exporter: InMemorySpanExporter) -> None:
+    retry = {"attempts": 2, "delay": 100, "on_status_codes": [503]}
+    doc = document(rule("priority", {"target": A, "priority": 0, "retry_config": retry, "fallback_status_codes": [503]},
+                        {"target": B, "priority": 1}))
+    balancer, send = traced(doc, {A: [status(503), ok()], B: ok()})
+    result = await balancer(chat_call())
+    assert isinstance(result, Completion)
+    assert send.models == [A, A]
+    spans = list(span_exporter.get_finished_spans())
+    assert finished(span_exporter, "fallbackRequest") == []
+    (balanced,) = finished(span_exporter, "loadBalanceMiddleware")
+    first, second = finished(span_exporter, "chatCompletions")
+    assert dict(balanced.attributes or {}) == lb_attributes(A)
+    assert balanced.status.status_code == StatusCode.UNSET
+    assert [parent_of(s, spans) for s in (first, second)] == [balanced, balanced]
+    assert [s.status.status_code for s in (first, second)] == [StatusCode.ERROR, StatusCode.UNSET]
+    waited = round(random.Random(1).uniform(0, 0.1) * 1000)  # the retry layer's first draw (seed 1)
+    assert [(event.name, dict(event.attributes or {})) for event in balanced.events] == [
+        ("retry", {"retry.attempt": 2, "retry.delay_ms": waited, "retry.model": A, "error.type": "503"})]
 
 
 async def test_fail_over_attempts_get_a_fallback_span(traced: Setup, span_exporter: InMemorySpanExporter) -> None:

@@ -5,6 +5,7 @@ and three gateway processes sharing one limit. Also what an unreachable Redis do
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -205,6 +206,23 @@ def free_port() -> int:
 def gateways(tmp_path: Path, redis_client: aioredis.Redis) -> Iterator[tuple[list[str], str]]:
     """Three ``otel-gateway serve`` processes sharing the Redis backend; yields their URLs and the rule id."""
     rule = f"acceptance-{uuid.uuid4().hex}"
+    with three_gateways(tmp_path, f"{{id: {rule}, limit_to: 100, unit: requests_per_minute}}") as urls:
+        yield urls, rule
+    delete_rule_keys(rule)
+
+
+@pytest.fixture
+def token_gateways(tmp_path: Path, redis_client: aioredis.Redis) -> Iterator[tuple[list[str], str]]:
+    """As ``gateways``, with a limit of 1000 tokens per minute."""
+    rule = f"tokens-{uuid.uuid4().hex}"
+    with three_gateways(tmp_path, f"{{id: {rule}, limit_to: 1000, unit: tokens_per_minute}}") as urls:
+        yield urls, rule
+    delete_rule_keys(rule)
+
+
+@contextlib.contextmanager
+def three_gateways(tmp_path: Path, rule: str) -> Iterator[list[str]]:
+    """Three ``otel-gateway serve`` processes with one rate rule in the shared Redis backend."""
     (tmp_path / "gateway.yaml").write_text(f"""\
 type: gateway-providers-config
 providers:
@@ -213,7 +231,7 @@ providers:
 type: gateway-rate-limiting-config
 backend: {REDIS_URL}
 rules:
-  - {{id: {rule}, limit_to: 100, unit: requests_per_minute}}
+  - {rule}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENABLE_OTEL", "OTEL_"))}
     ports = [free_port() for _ in range(3)]
@@ -229,7 +247,7 @@ rules:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, process in zip(urls, processes, strict=True):
             wait_until_healthy(url, process)
-        yield urls, rule
+        yield urls
     finally:
         for process in processes:
             process.terminate()
@@ -239,7 +257,6 @@ rules:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        delete_rule_keys(rule)
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
@@ -276,3 +293,39 @@ async def test_three_gateways_share_one_limit(gateways: tuple[list[str], str]) -
     assert admitted + refused == 300
     message = next(r for r in responses if r.status_code == 429).json()["error"]["message"]
     assert message.startswith(f"Rate limit exceeded: rule '{rule}' allows 100 requests per minute.")
+
+
+async def test_three_gateways_hold_a_token_limit_within_one_reservation(
+    token_gateways: tuple[list[str], str], redis_client: aioredis.Redis
+) -> None:
+    """60 streams opened across three processes, each reserving 60 tokens (10 estimated for the
+    prompt, 50 for ``max_tokens``). The mock waits 30 s between chunks, so every admitted stream
+    holds its whole reservation while the others are checked: 16 fit in 1000 tokens, a 17th would
+    not, whichever process it reached."""
+    urls, rule = token_gateways
+    body = {"model": "demo/echo", "messages": [{"role": "user", "content": "one two three four five"}],
+            "max_tokens": 50, "stream": True}
+    slow = {"x-mock-chunk-delay-ms": "30000"}
+    limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client, contextlib.AsyncExitStack() as streams:
+
+        async def open_stream(url: str) -> httpx.Response:
+            request = client.build_request("POST", url + "/v1/chat/completions", json=body, headers=slow)
+            response = await client.send(request, stream=True)
+            streams.push_async_callback(response.aclose)
+            return response
+
+        responses = await asyncio.gather(*(open_stream(urls[i % 3]) for i in range(60)))
+        statuses = [r.status_code for r in responses]
+        admitted = statuses.count(200)
+        assert admitted * 60 <= 1000 < (admitted + 1) * 60  # within one request's reservation of the limit
+        assert (admitted, statuses.count(429)) == (16, 44)
+        stored = await counts(redis_client, f"{DEFAULT_PREFIX}default:{rule}:tokens_per_minute")
+        assert int(stored[b"c"]) + int(stored[b"p"]) == 16 * 60
+        refusal = next(r for r in responses if r.status_code == 429)
+        await refusal.aread()
+        assert refusal.json()["error"]["message"].startswith(
+            f"Rate limit exceeded: rule '{rule}' allows 1000 tokens per minute.")
+        remaining = sorted(int(r.headers["x-ratelimit-remaining"]) for r in responses if r.status_code == 200)
+        # 940, 880, ..., 40; one more if a minute (the fixed window) began meanwhile
+        assert all(0 <= got - want <= 1 for got, want in zip(remaining, range(40, 1000, 60), strict=True))
