@@ -10,12 +10,14 @@ size, type and file names); other paths with metadata only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from urllib.parse import unquote_plus
 
 import httpx
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from ..config import GatewayConfig
 from ..errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, UpstreamStreamError
 from ..providers import ProviderAdapter
 from ..runtime import Gateway
@@ -50,7 +52,8 @@ class ProxyEndpoint:
             keep = LOGGED_JSON_LIMIT if self._log_bodies else 0
             body = StreamedBody(receive, keep=keep) if has_body(headers) else None
             forwarded = forwarded_headers(headers, keep_encoding=not self._log_bodies)
-            request = adapter.build_proxy_request(scope["method"], self._path(scope), exchange.query, forwarded, body)
+            query = without_client_credentials(exchange.query, _client_credentials(headers, runtime.config))
+            request = adapter.build_proxy_request(scope["method"], self._path(scope), query, forwarded, body)
             scrub = Scrubber(runtime.config.secrets())
             try:
                 async with watching_disconnect(body.receive_after_body if body else receive, exchange):
@@ -122,6 +125,26 @@ class ProxyEndpoint:
             f"Unknown path: {scope['method']} {scope['path']}. To pass it through to a provider, name the "
             f"provider account in the {PROVIDER_HEADER} header.", code="unknown_path",
         )
+
+
+def _client_credentials(headers: Mapping[str, str], config: GatewayConfig) -> list[str]:
+    """What the client authenticates to the gateway with: the keys it presented, and every gateway key."""
+    presented = [headers.get("authorization", "").partition(" ")[2].strip(), headers.get("x-api-key", ""),
+                 headers.get("api-key", "")]
+    configured = [k.key.get_secret_value() for k in config.auth.keys if k.key is not None] if config.auth else []
+    return [secret for secret in (*presented, *configured) if len(secret) >= 4]
+
+
+def without_client_credentials(query: str, credentials: Iterable[str]) -> str:
+    """The query string without the parameters that carry one of the client's ``credentials``: like
+    its credential headers, they are for the gateway, never for the provider (nor the spans and logs
+    of the upstream call, which show its URL)."""
+    secrets = tuple(credentials)
+    if not query or not secrets:
+        return query
+    kept = [part for part in query.split("&")
+            if not any(secret in unquote_plus(part.partition("=")[2]) for secret in secrets)]
+    return "&".join(kept)
 
 
 class _AnswerCut(Exception):

@@ -81,6 +81,7 @@ max_request_body_bytes: {LIMIT}
 ---
 type: gateway-logging-config
 store: memory
+flush_interval_ms: 20
 """
 
 

@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 from fakes import Reply, openai_stream
+from opentelemetry.trace import SpanKind
 
 from .endpoint_fakes import ProxyUpstream, RawReply
 from .harness import ANTHROPIC_KEY, OPENAI_KEY, Gateway
@@ -38,6 +39,22 @@ def test_a_json_request_is_passed_through_and_logged_by_metadata(
     assert exchange.request == {"content_type": "application/json", "size": len(orjson.dumps(body))}
     assert exchange.response == {"content_type": "application/json", "size": len(raw)}
     assert exchange.outcome.provider_request_id == "req_7"
+
+
+def test_the_clients_key_in_the_query_is_not_passed_on(gateway: Gateway, http: httpx.Client,
+                                                       upstream: ProxyUpstream) -> None:
+    upstream.reply = Reply(json={"ok": True})
+
+    response = http.get("/v1/vector_stores", params={"key": "sk-client-own-key-0123", "limit": "2", "k": "client-key"},
+                        headers={**OAI, "authorization": "Bearer sk-client-own-key-0123", "x-api-key": "client-key"})
+
+    assert response.status_code == 200
+    (request,) = upstream.requests
+    assert request.query == "limit=2"
+    assert request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+    (client_span,) = [s for s in gateway.exporter.get_finished_spans() if s.kind == SpanKind.CLIENT]
+    assert "client" not in client_span.to_json()
+    assert gateway.log.next().query == "key=sk-client-own-key-0123&limit=2&k=client-key"  # as sent; the record redacts
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE", "PUT", "PATCH", "OPTIONS"])

@@ -143,6 +143,35 @@ def base_attributes(request_id: str, **changes: Any) -> dict[str, Any]:
     }
 
 
+SEED_KEYS = {"timestamp", "resource", "name", "attributes"}
+SEED_ATTRIBUTES = {"id", "threadId", "org_id", "user_id", "project_id", "provider", "model", "request", "response",
+                   "metadata"}
+WAREHOUSE_ATTRIBUTES = {"cache", "usage", "cost", "expected_usage", "expected_cost", "authorization", "trace_id",
+                        "span_id"}
+SEED_METADATA = {"projectId", "projectName", "latency", "tokens", "cost", "status", "provider_request_id"}
+
+
+def assert_seed_shape(record: dict[str, Any], exporter: InMemorySpanExporter, request_id: str) -> None:
+    """Every key of the seed's record (and of the warehouse seed's) is there, with the seed's types,
+    and the record is linked to the request's trace."""
+    attributes, metadata = record["attributes"], record["attributes"]["metadata"]
+    assert set(record) == SEED_KEYS
+    assert (record["name"], record["resource"]) == ("ai_gateway_request_log", RESOURCE)
+    assert _seconds(record["timestamp"]) > 0
+    assert set(attributes) >= SEED_ATTRIBUTES | WAREHOUSE_ATTRIBUTES
+    assert set(metadata) >= SEED_METADATA
+    assert attributes["id"] == request_id
+    assert (attributes["org_id"], attributes["user_id"], attributes["authorization"]) == (
+        "acme", "user:alice", AUTHORIZATION)
+    assert set(attributes["cache"]) == {"status", "enabled"}
+    assert isinstance(metadata["latency"], int) and metadata["latency"] >= 0
+    assert set(metadata["tokens"]) == {"input", "output", "total"}
+    assert all(isinstance(v, int) for v in metadata["tokens"].values())
+    assert metadata["cost"] is None or isinstance(metadata["cost"], float)
+    assert metadata["status"] in ("success", "error", "rate_limited", "cancelled")
+    assert (attributes["trace_id"], attributes["span_id"]) == server_span_ids(exporter)
+
+
 def test_a_plain_request(client: openai.OpenAI, fake: FakeUpstream, store: MemoryStore,
                          span_exporter: InMemorySpanExporter) -> None:
     fake.reply = Reply(json=openai_completion("Hello there"), headers={"x-request-id": "req_upstream_1"})
@@ -218,13 +247,16 @@ def test_a_streamed_request(client: openai.OpenAI, fake: FakeUpstream, store: Me
     }
 
 
-def test_a_tool_call_counted_by_tiktoken(client: openai.OpenAI, fake: FakeUpstream, store: MemoryStore) -> None:
+def test_a_tool_call_counted_by_tiktoken(client: openai.OpenAI, fake: FakeUpstream, store: MemoryStore,
+                                         span_exporter: InMemorySpanExporter) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
     answer = openai_completion(None, tool_calls=[call], finish_reason="tool_calls")
     del answer["usage"]  # a provider that reports no usage
     fake.reply = Reply(json=answer)
     raw = client.chat.completions.with_raw_response.create(model="oai/gpt-4o", messages=MESSAGES, tools=TOOLS)
-    attributes = record_of(store, raw.headers["x-gateway-request-id"])["attributes"]
+    record = record_of(store, raw.headers["x-gateway-request-id"])
+    assert_seed_shape(record, span_exporter, raw.headers["x-gateway-request-id"])
+    attributes = record["attributes"]
     assert attributes["response"] == raw.http_response.json() == answer
     sent_tools = attributes["request"]["tools"]
     assert sent_tools == TOOLS
@@ -254,14 +286,17 @@ def test_a_streamed_tool_call_is_assembled(client: openai.OpenAI, store: MemoryS
     assert attributes["cost"]["total_cost"] == 0.0  # the mock is free
 
 
-def test_a_failed_request(client: openai.OpenAI, fake: FakeUpstream, store: MemoryStore) -> None:
+def test_a_failed_request(client: openai.OpenAI, fake: FakeUpstream, store: MemoryStore,
+                          span_exporter: InMemorySpanExporter) -> None:
     fake.reply = Reply(status=500, json={"error": {"message": "the upstream broke", "type": "server_error"}},
                        headers={"x-request-id": "req_upstream_500"})
     with pytest.raises(openai.APIStatusError) as caught:
         client.chat.completions.create(model="oai/gpt-4o", messages=MESSAGES)
     response = caught.value.response
     assert response.status_code == 502
-    attributes = record_of(store, response.headers["x-gateway-request-id"])["attributes"]
+    record = record_of(store, response.headers["x-gateway-request-id"])
+    assert_seed_shape(record, span_exporter, response.headers["x-gateway-request-id"])
+    attributes = record["attributes"]
     assert attributes["error"] == attributes["response"] == response.json()
     assert (attributes["usage"], attributes["cost"], attributes["expected_usage"], attributes["expected_cost"]) == (
         None, None, None, None)
@@ -272,13 +307,17 @@ def test_a_failed_request(client: openai.OpenAI, fake: FakeUpstream, store: Memo
     assert attributes["provider"] == "oai"
 
 
-def test_a_rate_limited_request(client: openai.OpenAI, store: MemoryStore) -> None:
+def test_a_rate_limited_request(client: openai.OpenAI, store: MemoryStore,
+                                span_exporter: InMemorySpanExporter) -> None:
     headers = {"x-gateway-metadata": json.dumps({"plan": "free"})}
     client.chat.completions.create(model="demo/echo", messages=MESSAGES, extra_headers=headers)
+    span_exporter.clear()
     with pytest.raises(openai.RateLimitError) as caught:
         client.chat.completions.create(model="demo/echo", messages=MESSAGES, extra_headers=headers)
     response = caught.value.response
-    attributes = record_of(store, response.headers["x-gateway-request-id"])["attributes"]
+    record = record_of(store, response.headers["x-gateway-request-id"])
+    assert_seed_shape(record, span_exporter, response.headers["x-gateway-request-id"])
+    attributes = record["attributes"]
     assert attributes["error"] == attributes["response"] == response.json()
     assert attributes["error"]["error"]["type"] == "rate_limit_error"
     metadata = attributes["metadata"]
@@ -288,7 +327,8 @@ def test_a_rate_limited_request(client: openai.OpenAI, store: MemoryStore) -> No
     assert [r["attributes"]["metadata"]["status"] for r in store.records] == ["success", "rate_limited"]
 
 
-def test_a_request_cancelled_by_the_client(client: openai.OpenAI, store: MemoryStore) -> None:
+def test_a_request_cancelled_by_the_client(client: openai.OpenAI, store: MemoryStore,
+                                           span_exporter: InMemorySpanExporter) -> None:
     text = " ".join(f"w{i}" for i in range(100))
     stream = client.chat.completions.create(
         model="demo/echo", messages=[{"role": "user", "content": text}], stream=True,
@@ -297,7 +337,9 @@ def test_a_request_cancelled_by_the_client(client: openai.OpenAI, store: MemoryS
     first, second = next(stream), next(stream)
     stream.close()
     assert first.choices[0].delta.content is not None and second.choices[0].delta.content is not None
-    attributes = record_of(store, request_id)["attributes"]
+    record = record_of(store, request_id)
+    assert_seed_shape(record, span_exporter, request_id)
+    attributes = record["attributes"]
     metadata = attributes["metadata"]
     assert (metadata["status"], metadata["http_status"], attributes["error"]) == ("cancelled", 499, None)
     chunks = attributes["response"]["streamed_data"]

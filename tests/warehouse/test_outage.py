@@ -11,13 +11,18 @@ The outages are real failures of the real stores, made without touching the mach
   lock for longer than the store's busy timeout, so every write fails with ``database is locked``.
   (chmod cannot make the file unwritable for root, and swapping the path does not affect the
   store's open connection; a held lock fails the writes themselves.)
+* SQLite, the file made unwritable: the database file and its WAL are marked immutable
+  (``chattr +i``, which binds root too and fails writes through descriptors already open: ``disk
+  I/O error``, then ``attempt to write a readonly database``); skipped where chattr cannot be used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
@@ -27,6 +32,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import pytest
 from stores import TcpProxy, postgres_dsn
 
 from otel_gateway.app import create_app
@@ -208,6 +214,76 @@ async def test_sqlite_outage_loses_and_duplicates_nothing(tmp_path: Path) -> Non
             await holder.wait()
     conn = sqlite3.connect(path)
     stored = [row_id for (row_id,) in conn.execute("SELECT id FROM request_logs")]
+    conn.close()
+    assert len(stored) == len(set(stored)) == REQUESTS
+    assert set(stored) == set(request_ids)
+
+
+def chattr_works(directory: Path) -> bool:
+    probe = directory / "chattr-probe"
+    probe.write_text("x")
+    if shutil.which("chattr") is None:
+        return False
+    made = subprocess.run(["chattr", "+i", str(probe)], capture_output=True).returncode == 0
+    try:
+        with open(probe, "a") as file:
+            file.write("y")
+        writable = True
+    except OSError:
+        writable = False
+    subprocess.run(["chattr", "-i", str(probe)], capture_output=True)
+    probe.unlink()
+    return made and not writable
+
+
+async def test_sqlite_file_made_unwritable_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    if not chattr_works(tmp_path):
+        pytest.skip("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE and a file system that has it)")
+    path = tmp_path / "data" / "logs.db"
+    locked: list[str] = []
+
+    async def immutable(flag: str, files: list[str]) -> None:
+        process = await asyncio.create_subprocess_exec("chattr", flag, *files)
+        assert await process.wait() == 0
+
+    async def make_unwritable() -> None:
+        # The database and its WAL (which the writes go to); not the shared-memory index, which
+        # SQLite maps into memory (an immutable mapping faults with SIGBUS: no store survives that).
+        locked[:] = [str(path), f"{path}-wal"]
+        assert all(Path(f).exists() for f in locked)
+        await immutable("+i", locked)
+
+    async def make_writable() -> None:
+        await immutable("-i", locked)
+        locked.clear()
+
+    def count_now() -> int:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM request_logs").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+
+    async def count() -> int:
+        return await asyncio.to_thread(count_now) if path.exists() else 0
+
+    try:
+        url = f"sqlite:///{path}".replace(":///", ":////", 1)
+        async with running(config_text(url, tmp_path / "spool", delay_ms=150)) as (client, gateway):
+            request_ids = await run_with_outage(client, count, make_unwritable, make_writable, tmp_path / "spool",
+                                                hold=1.0)
+            assert await wait_for_rows(count, REQUESTS) == REQUESTS
+            stats = gateway.request_log.stats
+            print(f"\nfile unwritable for 1 s: {stats}")
+            assert stats.spooled > 0 and stats.replayed > 0 and stats.dropped == 0
+    finally:
+        if locked:
+            subprocess.run(["chattr", "-i", *locked], check=False)
+    conn = sqlite3.connect(path)
+    stored = [row_id for (row_id,) in conn.execute("SELECT id FROM request_logs")]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
     assert len(stored) == len(set(stored)) == REQUESTS
     assert set(stored) == set(request_ids)
