@@ -19,6 +19,7 @@ from starlette.routing import Route
 from .config import GatewayConfig
 from .errors import GatewayError
 from .http._asgi import RequestIdMiddleware, gateway_error_handler, http_error_handler, internal_error_handler
+from .http._dispatch import GatewayApp
 from .http.admin import reload_endpoint
 from .http.chat import ChatCompletionsEndpoint
 from .http.embeddings import OperationEndpoint
@@ -42,7 +43,7 @@ def create_app(
     reload_on_sighup: bool = False,
     logger_provider: LoggerProvider | None = None,
     log_store: Store | None = None,
-) -> Starlette:
+) -> GatewayApp:
     """The gateway as an ASGI app. Tracing is on when a ``tracer_provider`` is given; the
     global provider is never read or set here. ``transport`` replaces the upstream pool.
     Request log records also go to ``log_store`` instead of the logging document's store when
@@ -55,12 +56,15 @@ def create_app(
         logger_provider=logger_provider,
         log_store=log_store,
     )
-    routes = [
+    hot = [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(gateway), methods=["POST"]),
-        Route("/v1/models", models_endpoint(gateway), methods=["GET"]),
         Route("/v1/embeddings", OperationEndpoint(gateway, "embeddings"), methods=["POST"]),
         Route("/v1/moderations", OperationEndpoint(gateway, "moderations"), methods=["POST"]),
         Route("/v1/messages", MessagesEndpoint(gateway), methods=["POST"]),
+    ]
+    routes = [
+        *hot,
+        Route("/v1/models", models_endpoint(gateway), methods=["GET"]),
         Route("/admin/reload", reload_endpoint(gateway), methods=["POST"]),
         Route("/api/logs", logs_endpoint(gateway, lambda: gateway.request_log.store), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
@@ -71,9 +75,10 @@ def create_app(
     middleware = [Middleware(ServerSpanMiddleware, tracer=tracer)] if tracer is not None else []
     middleware += [Middleware(RequestIdMiddleware), Middleware(IdentityMiddleware, gateway=gateway)]
 
-    app = Starlette(
+    app = GatewayApp(
+        front=middleware,
+        hot=hot,
         routes=routes,
-        middleware=middleware,
         exception_handlers={
             GatewayError: gateway_error_handler,
             HTTPException: http_error_handler,

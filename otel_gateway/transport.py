@@ -30,6 +30,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         # Created on first use: aiohttp binds the session to the running event loop.
@@ -46,12 +47,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
-        try:
-            data: bytes | AsyncIterator[bytes] | None = request.content or None
-        except httpx.RequestNotRead:
-            data = _request_body(request)
-        headers = [(k, v) for k, v in request.headers.items() if k != "transfer-encoding"]
+        data = _request_content(request)
+        headers: list[tuple[str, str]] = []
+        # aiohttp would ask for gzip by itself; answers are relayed and parsed as they come.
+        skip_auto_headers: tuple[str, ...] | None = _NO_AUTO_HEADERS
+        for raw_name, raw_value in request.headers.raw:
+            name = raw_name.decode("latin-1")
+            lowered = name.lower()
+            if lowered == "accept-encoding":
+                skip_auto_headers = None  # aiohttp's slow path, only for requests without one
+            if lowered != "transfer-encoding":
+                headers.append((name, raw_value.decode("latin-1")))
         try:
             response = await self._get_session().request(
                 request.method,
@@ -59,14 +65,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=data,
                 allow_redirects=False,
-                # aiohttp would ask for gzip by itself; answers are relayed and parsed as they come.
-                skip_auto_headers=_NO_AUTO_HEADERS,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                skip_auto_headers=skip_auto_headers,
+                timeout=self._timeout(request.extensions.get("timeout")),
             )
         except Exception as exc:
             raise _map_error(exc, request, connecting=True) from exc
@@ -77,6 +77,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
+
+    def _timeout(self, timeout: dict[str, float | None] | None) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for httpx's, made once per distinct setting (one per provider)."""
+        timeout = timeout or {}
+        key = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"))
+        found = self._timeouts.get(key)
+        if found is None:
+            if len(self._timeouts) >= 256:
+                self._timeouts.clear()
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=key[0], sock_connect=key[1], sock_read=key[2]
+            )
+        return found
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -103,6 +116,17 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._response.release()
         else:
             self._response.close()
+
+
+def _request_content(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
+    """The body to send: bytes when httpx holds it whole (read, or a ``ByteStream``), else a stream."""
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        return b"".join(stream) or None
+    try:
+        return request.content or None
+    except httpx.RequestNotRead:
+        return _request_body(request)
 
 
 async def _request_body(request: httpx.Request) -> AsyncIterator[bytes]:

@@ -148,6 +148,21 @@ class ProviderAdapter(ABC):
         )
 
     def _post(self, url: str | httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
-        # No accept-encoding: answers come uncompressed and pass through without a decoder.
-        headers = {"content-type": "application/json", "accept": "application/json", **headers, **self.config.headers}
-        return httpx.Request("POST", url, content=orjson.dumps(body), headers=headers, extensions=self._extensions)
+        # Asks for an uncompressed answer: it passes through without a decoder.
+        headers = {**_JSON_HEADERS, **headers, **self.config.headers}
+        return json_request(url if isinstance(url, httpx.URL) else httpx.URL(url), orjson.dumps(body), headers,
+                            self._extensions)
+
+
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json", "accept-encoding": "identity"}
+
+
+def json_request(url: httpx.URL, content: bytes, headers: Mapping[str, str],
+                 extensions: dict[str, Any]) -> httpx.Request:
+    """A ``POST`` of ``content`` (read already), its headers given whole (``Host`` and
+    ``Content-Length`` included), so httpx has no defaults to merge in: the cheap way to a request."""
+    raw = [(b"host", url.netloc), *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+           (b"content-length", str(len(content)).encode())]
+    request = httpx.Request("POST", url, headers=raw, stream=httpx.ByteStream(content), extensions=extensions)
+    request.read()
+    return request

@@ -108,6 +108,8 @@ class RequestLogPipeline:
         try:
             exchange.finish()
             self.stats.submitted += 1
+            if not self.sinks:  # ``store: none`` and no other sink: no record to build
+                return
             if self._closed or len(self._queue) >= self._queue_size:
                 self._drop(1, "the request log is closed" if self._closed else "the request log queue is full")
                 return

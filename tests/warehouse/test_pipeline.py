@@ -421,3 +421,20 @@ async def test_a_segment_the_store_refuses_for_good_is_set_aside(
     await pipeline.flush()
     assert store.ids == ["r2"]
     await pipeline.aclose()
+
+
+async def test_without_sinks_no_record_is_built() -> None:
+    class CountingBuilder(RecordBuilder):
+        built = 0
+
+        def build(self, exchange: Exchange) -> dict[str, Any]:
+            CountingBuilder.built += 1
+            return super().build(exchange)
+
+    pipeline = RequestLogPipeline(CountingBuilder(CONFIG), [], batch_size=1)
+    await pipeline.start()
+    for i in range(5):
+        pipeline.submit(exchange(i))
+    await pipeline.flush()
+    await pipeline.aclose()
+    assert (CountingBuilder.built, pipeline.stats.submitted, pipeline.stats.dropped) == (0, 5, 0)
