@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -99,7 +100,22 @@ def _app(config: GatewayConfig) -> Starlette:
     provider = tracer_provider_from_env()
     if provider is not None:
         trace.set_tracer_provider(provider)
-    return create_app(config, tracer_provider=provider, reload_on_sighup=True)
+    app = create_app(config, tracer_provider=provider, reload_on_sighup=True)
+    _tune_gc()
+    return app
+
+
+GC_THRESHOLDS = (5_000, 20, 20)
+"""The collector's thresholds in a serving process (CPython's defaults: 700, 10, 10)."""
+
+
+def _tune_gc() -> None:
+    """A request allocates a few hundred container objects that reference counting frees, and the
+    request log holds thousands of finished exchanges until their batch is written: with the
+    default thresholds the cyclic collector ran ~350 times a second under load, rescanning them,
+    for 12% of the CPU. Objects made at start-up (modules, config) are frozen out of its scans."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 if __name__ == "__main__":

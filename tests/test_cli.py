@@ -93,3 +93,21 @@ def test_python_dash_m_check_config_of_the_shipped_config() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ")
     assert "model(s) from config" in result.stdout
+
+
+def test_the_served_app_tunes_the_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from otel_gateway import cli
+    from otel_gateway.config import load_config_text
+
+    monkeypatch.delenv("ENABLE_OTEL_TRACING", raising=False)
+    before = gc.get_threshold()
+    try:
+        cli._app(load_config_text("type: gateway-providers-config\nproviders: [{name: d, type: mock, models: [e]}]\n",
+                                  environ={}))
+        assert gc.get_threshold() == cli.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -153,3 +153,17 @@ def test_leaving_while_waiting_for_an_answer_keeps_the_gateway_serving(
     assert completion.choices[0].message.content == "right on time"
     assert [r.path for r in fake.requests] == ["/v1/chat/completions", "/v1/chat/completions"]
     assert_still_serving(client)
+
+
+def test_leaving_while_waiting_for_an_answer_cancels_the_upstream_call(
+    gateway: str, fake: FakeUpstream, span_exporter: InMemorySpanExporter
+) -> None:
+    fake.reply = Reply(json=openai_completion("never read"), delay=3)
+
+    left = time.time()
+    with httpx.Client(base_url=gateway, timeout=0.2) as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json={"model": "oai/gpt-4o", "messages": MESSAGES})
+    (span,) = chat_spans(span_exporter, 1)
+
+    assert span.end_time is not None and span.end_time / 1e9 - left < 1.5  # not after the upstream's 3 s
+    assert span.attributes is not None and span.attributes["error.type"] == "cancelled"

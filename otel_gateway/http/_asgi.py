@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -52,30 +51,52 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-@contextlib.asynccontextmanager
-async def cancelled_on_disconnect(receive: Receive) -> AsyncIterator[None]:
-    """Runs the body until done, or until the client disconnects: then the body is cancelled at
-    once (closing whatever upstream call it waits on) and the cancellation ends here."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
+class cancelled_on_disconnect:
+    """``async with``: runs the body until done, or until the client disconnects: then the body is
+    cancelled at once (closing whatever upstream call it waits on) and the cancellation ends here.
 
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
+    Watching takes a task of its own. ``after`` seconds delay its start: a request answered
+    sooner never pays for one, and a client that leaves is noticed at most that late."""
+
+    __slots__ = ("_after", "_receive", "_task", "_timer", "_watcher", "gone")
+
+    def __init__(self, receive: Receive, *, after: float = 0.0) -> None:
+        self._receive = receive
+        self._after = after
+        self._task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.gone = False
+
+    async def __aenter__(self) -> cancelled_on_disconnect:
+        self._task = asyncio.current_task()
+        if self._after > 0:
+            self._timer = asyncio.get_running_loop().call_later(self._after, self._watch)
+        else:
+            self._watch()
+        return self
+
+    def _watch(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.ensure_future(self._wait_for_disconnect())
+
+    async def _wait_for_disconnect(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
             pass
-        gone = True
-        task.cancel()
+        self.gone = True
+        assert self._task is not None
+        self._task.cancel()
 
-    watcher = asyncio.create_task(watch())
-    try:
-        yield
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-    finally:
-        watcher.cancel()
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if exc_type is asyncio.CancelledError and self.gone:
+            assert self._task is not None
+            self._task.uncancel()
+            return True
+        return False
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
@@ -69,12 +69,21 @@ def record_error(exchange: Exchange, error: GatewayError, *, http_status: int | 
     exchange.error = error.body()
 
 
-@contextlib.asynccontextmanager
-async def watching_disconnect(receive: Receive, exchange: Exchange) -> AsyncIterator[None]:
-    """:func:`cancelled_on_disconnect`, noting the cancellation in ``exchange``."""
-    async with cancelled_on_disconnect(receive):
-        try:
-            yield
-        except asyncio.CancelledError:
-            exchange.status = "cancelled"
-            raise
+QUIET_START = 0.05
+"""Seconds a non-streamed request runs before its client is watched for a disconnect."""
+
+
+class watching_disconnect(cancelled_on_disconnect):
+    """:class:`cancelled_on_disconnect`, noting a cancellation in ``exchange``. A stream is
+    watched from its start; other answers after :data:`QUIET_START`."""
+
+    __slots__ = ("_exchange",)
+
+    def __init__(self, receive: Receive, exchange: Exchange, *, stream: bool = True) -> None:
+        super().__init__(receive, after=0.0 if stream else QUIET_START)
+        self._exchange = exchange
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc_type is asyncio.CancelledError:
+            self._exchange.status = "cancelled"
+        return await super().__aexit__(exc_type, exc, tb)

@@ -53,7 +53,7 @@ class ChatCompletionsEndpoint:
                 outcome=exchange.outcome,
             )
             call = ChatCall(body=body, model=body["model"], context=context)
-            async with watching_disconnect(receive, exchange):
+            async with watching_disconnect(receive, exchange, stream=exchange.stream):
                 result = await _send_within_deadline(runtime.send, call)
                 if isinstance(result, Completion):
                     exchange.response = result.data

@@ -37,7 +37,7 @@ class OperationEndpoint:
             exchange.request = body
             exchange.model = _validate(body)
             route = runtime.registry.resolve(exchange.model)
-            async with watching_disconnect(receive, exchange):
+            async with watching_disconnect(receive, exchange, stream=False):
                 raw, data = await self._call(route, body, headers, exchange, Scrubber(runtime.config.secrets()))
                 exchange.response = data
                 usage = data.get("usage")

@@ -56,7 +56,7 @@ class MessagesEndpoint:
             scrub = Scrubber(runtime.config.secrets())
             tracer = self._gateway.services.tracer
             invocation = OperationInvocation.start(tracer, SPAN_NAME, _request_attributes(body, exchange, adapter))
-            async with watching_disconnect(receive, exchange):
+            async with watching_disconnect(receive, exchange, stream=exchange.stream):
                 try:
                     with invocation.current():
                         response = await open_upstream(adapter, request, scrub, exchange)
