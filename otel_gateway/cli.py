@@ -7,13 +7,14 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from starlette.applications import Starlette
 
 from .config import ConfigError, GatewayConfig, load_config
 from .warehouse import _cli as warehouse_cli
+from .warehouse._record import redact_query, redacted_names
 
 CONFIG_ENV = "OTEL_GATEWAY_CONFIG"
 
@@ -101,11 +102,47 @@ def _app(config: GatewayConfig) -> Starlette:
     if provider is not None:
         trace.set_tracer_provider(provider)
     app = create_app(config, tracer_provider=provider, reload_on_sighup=True)
+    gateway = app.state.gateway
+    install_access_log_redaction(lambda: gateway.current.config)
     _tune_gc()
     return app
 
 
-GC_THRESHOLDS = (5_000, 20, 20)
+ACCESS_LOGGER = "uvicorn.access"
+
+
+class AccessLogRedaction(logging.Filter):
+    """Redacts the secret-looking query parameters of uvicorn's access log lines by the request
+    log's rule (:func:`~otel_gateway.warehouse._record.redact_query`), with the configuration of
+    the moment, so a reload's ``redact_headers`` apply here too. uvicorn logs
+    ``(client, method, path?query, http version, status)``."""
+
+    def __init__(self, config: Callable[[], GatewayConfig]) -> None:
+        super().__init__()
+        self._config = config
+        self._seen: GatewayConfig | None = None
+        self._redacted: frozenset[str] = frozenset()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            config = self._config()
+            if config is not self._seen:
+                self._seen, self._redacted = config, redacted_names(config)
+            path, _, query = args[2].partition("?")
+            record.args = (*args[:2], f"{path}?{redact_query(query, self._redacted)}", *args[3:])
+        return True
+
+
+def install_access_log_redaction(config: Callable[[], GatewayConfig]) -> None:
+    """Puts an :class:`AccessLogRedaction` on uvicorn's access logger, replacing one put there before."""
+    access = logging.getLogger(ACCESS_LOGGER)
+    for installed in [f for f in access.filters if isinstance(f, AccessLogRedaction)]:
+        access.removeFilter(installed)
+    access.addFilter(AccessLogRedaction(config))
+
+
+GC_THRESHOLDS = (20_000, 50, 100)
 """The collector's thresholds in a serving process (CPython's defaults: 700, 10, 10)."""
 
 

@@ -88,7 +88,7 @@ class UpstreamStream:
         await self._release()
 
     async def _abort(self, error: GatewayError) -> None:
-        self._invocation.fail(error)
+        self._invocation.fail(error, self.assembler.result() if self.assembler.chunk_count else None)
         await self._release()
 
     async def _release(self) -> None:

@@ -77,10 +77,13 @@ class ChatInvocation:
             attributes["gen_ai.request.stop_sequences"] = [stop] if isinstance(stop, str) else [str(s) for s in stop]
         if isinstance(params.get("n"), int) and params["n"] != 1:
             attributes["gen_ai.request.choice.count"] = params["n"]
-        span = tracer.start_span(SPAN_NAME, kind=SpanKind.CLIENT, attributes=attributes)
         messages = params.get("messages")
-        if span.is_recording() and isinstance(messages, Sequence):
-            span.set_attributes(_prompt_attributes(messages, capture_content))
+        if not isinstance(messages, Sequence):
+            messages = ()
+        # One attributes dict at the start: the SDK validates and stores them in one pass.
+        attributes.update(_prompt_attributes(messages, capture_content))
+        span = tracer.start_span(SPAN_NAME, kind=SpanKind.CLIENT, attributes=attributes)
+        if span.is_recording():
             for message in messages:
                 if isinstance(message, Mapping):
                     span.add_event(*_message_event(message, provider, capture_content))
@@ -95,8 +98,9 @@ class ChatInvocation:
     def stop(self, completion: Mapping[str, Any]) -> None:
         self._lifecycle.stop(lambda: _response_attributes(completion, self._capture))
 
-    def fail(self, error: BaseException) -> None:
-        self._lifecycle.fail(error)
+    def fail(self, error: BaseException, partial: Mapping[str, Any] | None = None) -> None:
+        """``partial``: what a stream that failed after it started had delivered."""
+        self._lifecycle.fail(error, None if partial is None else lambda: _response_attributes(partial, self._capture))
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
         """The client went away mid-stream: record what had arrived and end the span."""
@@ -114,7 +118,7 @@ class NullInvocation:
     def stop(self, completion: Mapping[str, Any]) -> None:
         pass
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, partial: Mapping[str, Any] | None = None) -> None:
         pass
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:

@@ -56,12 +56,15 @@ class OperationInvocation:
             self.span.set_attributes(attributes())
         self.span.end()
 
-    def fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException, attributes: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """``error.type`` and an error status, plus ``attributes`` of what had arrived."""
         if self._ended:
             return
         self._ended = True
         if self.span.is_recording():
             self.span.set_attribute("error.type", error_type(error))
+            if attributes is not None:
+                self.span.set_attributes(attributes())
             self.span.set_status(Status(StatusCode.ERROR, str(error)))
         self.span.end()
 

@@ -35,8 +35,11 @@ class ServerSpanMiddleware:
                 carrier[name.decode()] = value.decode("latin-1")
             elif name == b"user-agent":
                 attributes["user_agent.original"] = value.decode("latin-1")
-        if scope.get("server"):
-            attributes["server.address"], attributes["server.port"] = scope["server"][0], scope["server"][1]
+        server = scope.get("server")
+        if server:
+            attributes["server.address"] = server[0]
+            if server[1] is not None:  # None on a Unix socket
+                attributes["server.port"] = server[1]
         if scope.get("client"):
             attributes["client.address"] = scope["client"][0]
         span = self.tracer.start_span(
