@@ -70,12 +70,13 @@ class SQLiteStore:
     # -- writing (writer thread) -------------------------------------------------------------
 
     async def write(self, records: list[dict[str, Any]]) -> None:
-        rows = [row for record in records if (row := to_row(record)) is not None]
-        if rows:
-            values = [_sql.row_values(row, SQLITE) for row in rows]
-            await self._run(self._writer, lambda: self._write_sync(values))
+        # Rows are made on the writer thread too: encoding the records is most of a write's work.
+        await self._run(self._writer, lambda: self._write_sync(records))
 
-    def _write_sync(self, values: list[tuple[Any, ...]]) -> None:
+    def _write_sync(self, records: list[dict[str, Any]]) -> None:
+        values = [_sql.row_values(row, SQLITE) for record in records if (row := to_row(record)) is not None]
+        if not values:
+            return
         conn = self._writer_connection()
         try:
             conn.execute("BEGIN IMMEDIATE")

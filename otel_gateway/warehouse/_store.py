@@ -232,13 +232,16 @@ def _clean(value: Any) -> Any:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # dict first: an ABC check costs more than the rest of this function.
+    return value if isinstance(value, dict | Mapping) else {}
 
 
 def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, Mapping | list):
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, dict | list | Mapping):
         return None
-    return value if isinstance(value, str) else str(value)
+    return str(value)
 
 
 def _number(value: Any) -> float | None:
