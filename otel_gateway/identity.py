@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import AuthDocument
 from .errors import AuthenticationError, GatewayError, InvalidRequestError
-from .http._asgi import error_response
+from .http._asgi import error_response, headers_of
 
 if TYPE_CHECKING:
     from .runtime import Gateway
@@ -121,6 +121,18 @@ class IdentityMiddleware:
             scope[IDENTITY] = self.gateway.current.authenticator.identify(authorization)
             scope[METADATA] = parse_metadata(metadata)
         except GatewayError as exc:
-            await error_response(exc)(scope, receive, send)
+            await self._refuse(scope, receive, send, exc)
             return
         await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError) -> None:
+        """Answers ``error`` and logs the request: its body unread, its caller anonymous unless
+        the key was good (a bad metadata header)."""
+        from .http._logged import record_error, start_exchange  # _logged imports this module
+
+        exchange = start_exchange(scope, headers_of(scope))
+        record_error(exchange, error)
+        try:
+            await error_response(error)(scope, receive, send)
+        finally:
+            self.gateway.request_log.submit(exchange)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from uvicorn.logging import AccessFormatter
 
-from otel_gateway.cli import main
-from otel_gateway.config import DOCUMENT_TYPES
+from otel_gateway import cli
+from otel_gateway.cli import AccessLogRedaction, main
+from otel_gateway.config import DOCUMENT_TYPES, GatewayConfig, load_config_text
+from otel_gateway.warehouse import Exchange
+from otel_gateway.warehouse._record import RecordBuilder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,3 +116,62 @@ def test_the_served_app_tunes_the_collector(monkeypatch: pytest.MonkeyPatch) -> 
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+ACCESS_FORMAT = '%s - "%s %s HTTP/%s" %d'
+"""uvicorn's access log call (``h11_impl``, ``httptools_impl``): client, method, path?query, version, status."""
+
+
+def access_record(path: str) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.access", logging.INFO, "h11_impl.py", 477, ACCESS_FORMAT,
+                             ("127.0.0.1:51234", "POST", path, "1.1", 200), None)
+
+
+def logging_config(redact: str) -> GatewayConfig:
+    return load_config_text("type: gateway-providers-config\nproviders: [{name: d, type: mock, models: [e]}]\n"
+                            f"---\ntype: gateway-logging-config\nstore: none\nredact_headers: [{redact}]\n",
+                            environ={})
+
+
+def test_the_access_log_filter_redacts_the_query_by_the_request_logs_rule() -> None:
+    configs = [logging_config("x-tenant-ref")]
+    redaction = AccessLogRedaction(lambda: configs[-1])
+    query = "key=sk-1&API_KEY=a&X-Tenant-Ref=t&my%5Ftoken=m&api-key=h&keep=yes&flag"
+    record = access_record(f"/v1/chat/completions?{query}")
+    assert redaction.filter(record) is True
+    redacted = "key=[REDACTED]&API_KEY=[REDACTED]&X-Tenant-Ref=[REDACTED]&my%5Ftoken=[REDACTED]" \
+               "&api-key=[REDACTED]&keep=yes&flag"
+    assert record.getMessage() == f'127.0.0.1:51234 - "POST /v1/chat/completions?{redacted} HTTP/1.1" 200'
+    assert AccessFormatter('%(client_addr)s "%(request_line)s" %(status_code)s', use_colors=False).format(record) \
+        == f'127.0.0.1:51234 "POST /v1/chat/completions?{redacted} HTTP/1.1" 200 OK'
+    built = RecordBuilder(configs[-1]).build(Exchange(request_id="r", endpoint="/v1/chat/completions", query=query))
+    assert built["attributes"]["query"] == redacted  # the request log's record of the same request
+
+    configs.append(logging_config("x-other"))  # a reload
+    again = access_record(f"/v1/chat/completions?{query}")
+    redaction.filter(again)
+    assert again.args == ("127.0.0.1:51234", "POST", "/v1/chat/completions?" + redacted.replace(
+        "X-Tenant-Ref=[REDACTED]", "X-Tenant-Ref=t"), "1.1", 200)
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(("127.0.0.1:51234", "GET", "/v1/models", "1.1", 200), id="no-query"),
+    pytest.param(("something else",), id="another-shape"),
+])
+def test_the_access_log_filter_leaves_other_records_alone(args: tuple[object, ...]) -> None:
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "x.py", 1, "%s " * len(args), args, None)
+    assert AccessLogRedaction(lambda: logging_config("x-other")).filter(record) is True
+    assert record.args == args
+
+
+def test_the_served_app_redacts_the_access_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENABLE_OTEL_TRACING", raising=False)
+    access = logging.getLogger("uvicorn.access")
+    monkeypatch.setattr(access, "filters", [])
+    monkeypatch.setattr(cli, "_tune_gc", lambda: None)
+    cli._app(logging_config("x-tenant-ref"))
+    cli._app(logging_config("x-tenant-ref"))  # another app replaces the first one's filter
+    (redaction,) = access.filters
+    record = access_record("/v1/embeddings?x-tenant-ref=t")
+    assert isinstance(redaction, AccessLogRedaction) and redaction.filter(record)
+    assert record.args[2] == "/v1/embeddings?x-tenant-ref=[REDACTED]"

@@ -3,6 +3,7 @@ refused and the old one kept; a request in flight finishes on the config it star
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -78,13 +79,21 @@ def test_reload_needs_an_admin_key(gateway: str, config_dir: Path) -> None:
     assert model_ids(gateway) == ["demo/echo"]
 
 
-def test_a_bad_config_is_refused_and_the_old_one_kept(gateway: str, config_dir: Path) -> None:
-    (config_dir / "gateway.yaml").write_text("type: gateway-providers-config\nproviders:\n  - name: x\n")
+def test_a_bad_config_is_refused_and_the_old_one_kept(gateway: str, config_dir: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="otel_gateway")
+    source = config_dir / "gateway.yaml"
+    source.write_text("type: gateway-providers-config\nproviders:\n  - name: x\n"
+                      "  - {name: y, type: mock, models: [a], bogus: 1}\n")
     response = reload(gateway, ADMIN)
     assert response.status_code == 400
-    error = response.json()["error"]
-    assert error["code"] == "invalid_config"
-    assert "providers[0].type: Field required" in error["message"]
+    issues = [f"{source}: providers[0].type: Field required", f"{source}: providers[0].models: Field required",
+              f"{source}: providers[1].bogus: unknown key"]
+    assert response.json()["error"] == {
+        "message": "The new configuration was refused; the current one stays. " + "; ".join(issues),
+        "type": "invalid_request_error", "code": "invalid_config", "param": None}
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("otel_gateway")] == [
+        ("otel_gateway.admin", "ERROR", "configuration reload refused; keeping the current one:\n" + "\n".join(issues))]
     assert model_ids(gateway) == ["demo/echo"]
 
 

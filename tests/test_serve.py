@@ -52,12 +52,18 @@ def clean_environ(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+SERVE_LOG = "otel-gateway-serve.log"
+
+
 @contextlib.contextmanager
-def served(cwd: Path, **environ: str) -> Iterator[str]:
-    """``otel-gateway serve --port P`` run in ``cwd``; yields its URL once /healthz answers."""
+def served(cwd: Path, *options: str, **environ: str) -> Iterator[str]:
+    """``otel-gateway serve --port P [options]`` run in ``cwd``, its output to ``cwd/SERVE_LOG``;
+    yields its URL once /healthz answers."""
     port = free_port()
-    process = subprocess.Popen([*command(), "serve", "--port", str(port), "--log-level", "warning"], cwd=cwd,
-                               env=clean_environ(**environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = cwd / SERVE_LOG
+    with log.open("wb") as output:
+        process = subprocess.Popen([*command(), "serve", "--port", str(port), "--log-level", "warning", *options],
+                                   cwd=cwd, env=clean_environ(**environ), stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 15
@@ -66,8 +72,7 @@ def served(cwd: Path, **environ: str) -> Iterator[str]:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stdout.read() if process.stdout else b""
-                raise AssertionError(f"otel-gateway serve did not start: {output.decode(errors='replace')}")
+                raise AssertionError(f"otel-gateway serve did not start: {log.read_text(errors='replace')}")
             time.sleep(0.05)
         yield url
     finally:
@@ -77,8 +82,6 @@ def served(cwd: Path, **environ: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout:
-            process.stdout.close()
 
 
 def sdk(url: str) -> openai.OpenAI:
@@ -273,3 +276,26 @@ def test_tracing_off_from_the_environment_exports_nothing(tmp_path: Path, receiv
         ask_three_times(url)
         time.sleep(0.3)  # six times the export delay the tracing-on test needs
     assert spans.received == []
+
+
+# --- the access log ------------------------------------------------------------------------------------------
+
+
+def test_the_access_log_redacts_keys_in_the_query(tmp_path: Path) -> None:
+    secret = os.urandom(12).hex()
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "gateway.yaml").write_text("""\
+type: gateway-providers-config
+providers: [{name: demo, type: mock, models: [echo]}]
+---
+type: gateway-logging-config
+store: memory
+redact_headers: [x-tenant-ref]
+""")
+    query = dict.fromkeys(("key", "api_key", "x-tenant-ref", "session_token"), f"sk-canary-{secret}")
+    with served(tmp_path, "--access-log", "--log-level", "info") as url, sdk(url) as client:
+        client.chat.completions.create(model="demo/echo", messages=[USER], extra_query={**query, "keep": "yes"})
+    log = (tmp_path / SERVE_LOG).read_text()
+    assert '"POST /v1/chat/completions?key=[REDACTED]&api_key=[REDACTED]&x-tenant-ref=[REDACTED]' \
+           '&session_token=[REDACTED]&keep=yes HTTP/1.1" 200' in log
+    assert secret not in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -12,6 +13,8 @@ from ..errors import InvalidRequestError, PermissionDeniedError
 from ..identity import ANONYMOUS, IDENTITY
 from ..runtime import Gateway
 
+logger = logging.getLogger("otel_gateway.admin")
+
 
 def reload_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
     async def reload(request: Request) -> Response:
@@ -20,6 +23,7 @@ def reload_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]
         try:
             config = await gateway.reload()
         except ConfigError as exc:
+            logger.error("configuration reload refused; keeping the current one:\n%s", exc)
             raise InvalidRequestError(
                 "The new configuration was refused; the current one stays. " + "; ".join(map(str, exc.issues)),
                 code="invalid_config",

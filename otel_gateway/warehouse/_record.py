@@ -72,7 +72,7 @@ class RecordBuilder:
             "service.version": __version__,
             "deployment.environment": logging_config.environment,
         }
-        self._redact = ALWAYS_REDACTED | set(logging_config.redact_headers)
+        self._redact = redacted_names(config)
         self._secrets = [*config.secrets(), *_auth_keys(config)]
         self._scrub = Scrubber(self._secrets)
         self._pricing = Pricing.from_config(config)
@@ -99,7 +99,7 @@ class RecordBuilder:
             "endpoint": exchange.endpoint,
             "method": exchange.method,
             "stream": exchange.stream,
-            "query": self._query(exchange.query),
+            "query": redact_query(exchange.query, self._redact),
             "request_headers": {k: REDACTED if k in self._redact else v for k, v in exchange.request_headers.items()},
             "request": exchange.request,
             "response": response if response is not None else exchange.error,
@@ -177,23 +177,32 @@ class RecordBuilder:
         return self._pricing.price(account=outcome.provider, requested=exchange.model, target=outcome.model_id,
                                    models=(_answer_model(response), outcome.upstream_model))
 
-    def _query(self, query: str) -> str:
-        if not query:
-            return ""
-        parts = []
-        for part in query.split("&"):
-            name, sep, _ = part.partition("=")
-            key = unquote_plus(name).lower()
-            secret = key in _QUERY_SECRETS or key in self._redact or key.endswith(("key", "token", "secret"))
-            parts.append(f"{name}={REDACTED}" if sep and secret else part)
-        return "&".join(parts)
-
     @staticmethod
     def _scrubbed(record: dict[str, Any], scrub: Scrubber) -> dict[str, Any]:
         text = orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
         if scrub(text) == text:
             return record
         return _scrub_strings(record, scrub)
+
+
+def redacted_names(config: GatewayConfig) -> frozenset[str]:
+    """The header names whose values a record never shows; query parameters of these names neither."""
+    return ALWAYS_REDACTED | frozenset(config.logging.redact_headers)
+
+
+def redact_query(query: str, redacted: frozenset[str]) -> str:
+    """``query`` with the value of every secret-looking parameter ``[REDACTED]``: a parameter named
+    like a credential (``key``, ``api_key``, ``token``, ``sig``, ..., or ending in ``key``, ``token``
+    or ``secret``, in any case) or one of the ``redacted`` names (:func:`redacted_names`)."""
+    if not query:
+        return ""
+    parts = []
+    for part in query.split("&"):
+        name, sep, _ = part.partition("=")
+        key = unquote_plus(name).lower()
+        secret = key in _QUERY_SECRETS or key in redacted or key.endswith(("key", "token", "secret"))
+        parts.append(f"{name}={REDACTED}" if sep and secret else part)
+    return "&".join(parts)
 
 
 def _scrub_strings(value: Any, scrub: Scrubber) -> Any:

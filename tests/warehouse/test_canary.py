@@ -99,18 +99,20 @@ redact_headers: [x-custom-auth]
         assert refused.status_code == 401
         error_bodies.append(refused.text)
         deadline = time.monotonic() + 5
-        while len(store.records) < 4 and time.monotonic() < deadline:
+        while len(store.records) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
     # the sinks got the records (else there would be nothing to leak) ...
     records = store.records
-    assert [r["attributes"]["metadata"]["status"] for r in records] == ["error", "error", "error", "success"]
+    assert [r["attributes"]["metadata"]["status"] for r in records] == ["error", "error", "error", "success",
+                                                                          "error"]
     assert "[REDACTED]" in json.dumps(records[0]["attributes"]["error"])
-    last = records[-1]["attributes"]
+    echoed = records[3]["attributes"]
     credentials = ("authorization", "x-api-key", "api-key", "x-custom-auth")
-    assert {k: last["request_headers"][k] for k in credentials} == dict.fromkeys(credentials, "[REDACTED]")
-    assert last["query"] == "key=[REDACTED]&keep=yes"
+    assert {k: echoed["request_headers"][k] for k in credentials} == dict.fromkeys(credentials, "[REDACTED]")
+    assert echoed["query"] == "key=[REDACTED]&keep=yes"
     otlp = [item.log_record.body for item in log_exporter.get_finished_logs()]
-    assert len(otlp) == 4
+    assert records[4]["attributes"]["metadata"]["http_status"] == 401  # the wrong key's, logged too
+    assert len(otlp) == 5
     spans = span_exporter.get_finished_spans()
     assert len(spans) >= 5
     gateway_lines = [r.getMessage() + (r.exc_text or "") for r in caplog.records

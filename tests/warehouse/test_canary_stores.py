@@ -169,13 +169,15 @@ async def test_canary_keys_appear_in_no_store_row_and_no_sink(
             statuses.append(refused.status_code)
             bodies.append(refused.text)
         stored = await rows()  # the app has shut down: every record is written
-    # the upstream refused all but the mock's (its 401 is the gateway's key: 502); the refused gateway key is not
-    # logged ...
+    # the upstream refused all but the mock's (its 401 is the gateway's key: 502); the refused gateway key is
+    # logged too ...
     assert statuses == [502] * 9 + [200, 401], statuses
     assert "[REDACTED]" in stored
     jsonl = (tmp_path / "records.jsonl").read_text()
     records = [json.loads(line) for line in jsonl.splitlines()]
-    assert len(records) == len(REQUESTS)
+    assert len(records) == len(REQUESTS) + 1
+    assert (records[-1]["attributes"]["user_id"], records[-1]["attributes"]["metadata"]["http_status"]) == (
+        "user:anonymous", 401)
     assert all(r["attributes"]["id"] in stored for r in records)
     assert {r["attributes"]["endpoint"] for r in records} >= {p for _, p, _, _ in REQUESTS}
     otlp = log_exporter.get_finished_logs()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -406,3 +407,55 @@ def test_the_queue_is_flushed_when_the_server_shuts_down(fake_url: tuple[FakeUps
         assert store.records == [] and not jsonl.exists()  # queued: the batch is not full, the interval far
     assert [r["attributes"]["id"] for r in store.records] == ids
     assert [orjson.loads(line)["attributes"]["id"] for line in jsonl.read_bytes().splitlines()] == ids
+
+
+CANARY_SECRET = os.urandom(12).hex()
+CANARY_KEY = f"sk-canary-client-{CANARY_SECRET}"
+
+
+def refused_record(request_id: str, error: dict[str, Any], http_status: int, exporter: InMemorySpanExporter,
+                   **changes: Any) -> dict[str, Any]:
+    """A request the identity layer refused: no body read, no model, no provider, nothing spent."""
+    trace_id, span_id = server_span_ids(exporter)
+    attributes = base_attributes(
+        request_id, provider=None, model=None, request=None, response=error, error=error,
+        usage=None, cost=None, expected_usage=None, expected_cost=None, trace_id=trace_id, span_id=span_id,
+        metadata={"projectId": None, "projectName": None, "tokens": {"input": 0, "output": 0, "total": 0},
+                  "cost": None, "status": "error", "provider_request_id": None, "http_status": http_status,
+                  "provider_type": None, "upstream_model": None, "attempts": 0},
+        **changes)
+    return {"timestamp": "<now>", "resource": RESOURCE, "name": "ai_gateway_request_log", "attributes": attributes}
+
+
+def test_a_request_with_an_unknown_key_is_logged_anonymous(gateway: str, store: MemoryStore,
+                                                           span_exporter: InMemorySpanExporter) -> None:
+    with openai.OpenAI(base_url=f"{gateway}/v1", api_key=CANARY_KEY, max_retries=0, timeout=10) as sdk, \
+            pytest.raises(openai.AuthenticationError) as caught:
+        sdk.chat.completions.create(model="oai/gpt-4o", messages=MESSAGES, extra_query={"key": CANARY_KEY})
+    response = caught.value.response
+    request_id = response.headers["x-gateway-request-id"]
+    error = {"error": {"message": "Invalid gateway key.", "type": "authentication_error", "code": "invalid_api_key",
+                       "param": None}}
+    assert response.json() == error
+    record = pop_volatile(record_of(store, request_id))
+    assert record == refused_record(
+        request_id, error, 401, span_exporter, org_id="default", user_id="user:anonymous", key_name=None,
+        query="key=[REDACTED]", authorization=hashlib.sha256(f"Bearer {CANARY_KEY}".encode()).hexdigest())
+    assert CANARY_SECRET not in json.dumps(record)
+    assert len(store.records) == 1
+
+
+def test_a_request_with_bad_metadata_is_logged(client: openai.OpenAI, store: MemoryStore,
+                                               span_exporter: InMemorySpanExporter) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="oai/gpt-4o", messages=MESSAGES,
+                                       extra_headers={"x-gateway-metadata": '{"n": 1}'})
+    response = caught.value.response
+    request_id = response.headers["x-gateway-request-id"]
+    error = {"error": {"message": "x-gateway-metadata value of 'n' must be a string.",
+                       "type": "invalid_request_error", "code": "invalid_metadata", "param": "x-gateway-metadata"}}
+    assert response.json() == error
+    record = pop_volatile(record_of(store, request_id))
+    assert record == refused_record(request_id, error, 400, span_exporter)  # the key was good: alice is known
+    assert ALICE_KEY not in json.dumps(record)
+    assert len(store.records) == 1
