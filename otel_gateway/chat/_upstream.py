@@ -7,11 +7,8 @@ Provider and transport failures become ``GatewayError``s through the shared boun
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 import httpx
-from opentelemetry import trace
 from opentelemetry.trace import Tracer
 
 from ..errors import GatewayError
@@ -49,7 +46,7 @@ class ProviderSend:
         started_at = asyncio.get_running_loop().time()
         try:
             request = adapter.build_request(call, route.upstream_model)
-            with self._current(invocation):
+            with invocation.current():
                 response = await _send(adapter.transport, request, ttft)
             call.context.outcome.provider_request_id = request_id_of(response)
             if response.status_code >= 400:
@@ -92,18 +89,6 @@ class ProviderSend:
             server=(adapter.server_address, adapter.server_port),
             capture_content=self._capture,
         )
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _current(invocation: Invocation) -> Iterator[None]:
-        if isinstance(invocation, ChatInvocation):
-            with trace.use_span(
-                invocation.span, end_on_exit=False, record_exception=False, set_status_on_exception=False
-            ):
-                yield
-        else:
-            yield
-
 
 
 async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request, ttft: float | None) -> httpx.Response:

@@ -8,6 +8,7 @@ named by its role. With content capture off, every attribute that carries text i
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from ._operation import OperationInvocation
 
 SPAN_NAME = "chatCompletions"
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 _REQUEST_PARAMS = {
     "max_tokens": "gen_ai.request.max_tokens",
@@ -89,6 +91,10 @@ class ChatInvocation:
                     span.add_event(*_message_event(message, provider, capture_content))
         return cls(span, capture_content)
 
+    def current(self) -> contextlib.AbstractContextManager[None]:
+        """Makes the span the parent of the upstream HTTP call's CLIENT span."""
+        return self._lifecycle.current()
+
     def first_chunk(self) -> None:
         if self._first_chunk is None:
             self._first_chunk = time.monotonic()
@@ -111,6 +117,9 @@ class NullInvocation:
     """Stands in for :class:`ChatInvocation` when tracing is off: no SDK work at all."""
 
     __slots__ = ()
+
+    def current(self) -> contextlib.AbstractContextManager[None]:
+        return _NO_SPAN
 
     def first_chunk(self) -> None:
         pass
