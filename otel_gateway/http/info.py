@@ -32,12 +32,16 @@ async def healthz(request: Request) -> Response:
 
 
 def readyz_endpoint(gateway: Gateway) -> Callable[[Request], Awaitable[Response]]:
-    """Ready when a config is loaded (always, once the app exists) and the log store answers."""
+    """Ready when a config is loaded (always, once the app exists) and the log store answers. The
+    body also says how the request log fares (``request_log``): records dropped or spooled are
+    reported there and do not make the replica unready; only a store that does not answer does."""
 
     async def readyz(request: Request) -> Response:
-        store = gateway.request_log.store
+        pipeline = gateway.request_log
+        store = pipeline.store
         if store is not None and not await store.ping():
-            return JSONResponse({"status": "not_ready", "store": "unreachable"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "not_ready", "store": "unreachable",
+                                 "request_log": await pipeline.health()}, status_code=503)
+        return JSONResponse({"status": "ready", "request_log": await pipeline.health()})
 
     return readyz

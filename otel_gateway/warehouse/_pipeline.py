@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,6 +97,29 @@ class RequestLogPipeline:
     @property
     def store(self) -> Store | None:
         return next((sink.store for sink in self.sinks if isinstance(sink, StoreSink)), None)
+
+    @property
+    def queued(self) -> int:
+        """Finished requests waiting in memory for their records to be built and written."""
+        return len(self._queue)
+
+    async def health(self) -> dict[str, Any]:
+        """What ``/readyz`` reports: the counters since start, what waits in memory and in the spool,
+        and the kind of store (never its URL). Read only when asked; the request path pays nothing."""
+        sink = next((s for s in self.sinks if isinstance(s, StoreSink)), None)
+        spool_bytes: int | None = 0
+        if sink is not None:
+            try:
+                spool_bytes = await asyncio.to_thread(sink.spool.waiting_bytes)
+            except OSError:
+                spool_bytes = None  # the spool directory cannot be listed: unknown, not zero
+        return {
+            "store": store_kind(self.store),
+            **dataclasses.asdict(self.stats),
+            "queued": len(self._queue),
+            "spool_pending": sink is not None and sink.spool.pending,
+            "spool_bytes": spool_bytes,
+        }
 
     def reconfigure(self, config: GatewayConfig) -> None:
         """A reloaded config's redaction, pricing and environment apply to the records built from
@@ -200,6 +225,22 @@ class RequestLogPipeline:
     def _drop(self, count: int, why: str) -> None:
         self.stats.dropped += count
         self._dropped_log("dropped %d request log record(s), %d in all: %s", count, self.stats.dropped, why)
+
+
+_STORE_KINDS = (("._sqlite", "SQLiteStore", "sqlite"), ("._postgres", "PostgresStore", "postgresql"),
+                ("._memory", "MemoryStore", "memory"))
+
+
+def store_kind(store: Store | None) -> str:
+    """``sqlite``, ``postgresql``, ``memory``, ``none`` (no store), or ``other`` for a store given
+    in code. The store modules are looked up, not imported: an instance means its module is loaded."""
+    if store is None:
+        return "none"
+    for module_name, class_name, kind in _STORE_KINDS:
+        module = sys.modules.get(__name__.rpartition(".")[0] + module_name)
+        if module is not None and isinstance(store, getattr(module, class_name)):
+            return kind
+    return "other"
 
 
 def _store_or_none(url: str) -> Store | None:

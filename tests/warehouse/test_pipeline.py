@@ -28,6 +28,8 @@ from otel_gateway.warehouse import (
     StoreSink,
     StoreUnavailable,
 )
+from otel_gateway.warehouse._pipeline import store_kind
+from otel_gateway.warehouse._postgres import PostgresStore
 from otel_gateway.warehouse._sqlite import SQLiteStore
 
 CONFIG = load_config_text("type: gateway-providers-config\nproviders:\n  - {name: demo, type: mock, models: [echo]}\n",
@@ -438,3 +440,33 @@ async def test_without_sinks_no_record_is_built() -> None:
     await pipeline.flush()
     await pipeline.aclose()
     assert (CountingBuilder.built, pipeline.stats.submitted, pipeline.stats.dropped) == (0, 5, 0)
+
+
+async def test_health_reports_what_waits_in_memory_and_in_the_spool(tmp_path: Path) -> None:
+    store = FlakyStore()
+    spool_dir = tmp_path / "spool"
+    pipeline, sink = make(store, spool_dir, batch_size=10)
+    zero = {"store": "memory", "submitted": 0, "written": 0, "spooled": 0, "replayed": 0, "dropped": 0,
+            "sink_errors": 0, "queued": 0, "spool_pending": False, "spool_bytes": 0}
+    assert await pipeline.health() == zero
+    for i in range(3):
+        pipeline.submit(exchange(i))
+    assert (pipeline.queued, await pipeline.health()) == (3, {**zero, "submitted": 3, "queued": 3})
+    store.down = True
+    await pipeline.flush()
+    (quarantined := spool_dir / "segment-1-0-0.failed").write_bytes(b"set aside, not waiting\n")
+    size = sum(p.stat().st_size for p in spool_dir.glob("*.jsonl"))
+    assert size > 0
+    assert await pipeline.health() == {**zero, "submitted": 3, "spooled": 3, "spool_pending": True,
+                                       "spool_bytes": size}
+    store.down = False
+    assert await sink.replay() is True
+    assert await pipeline.health() == {**zero, "submitted": 3, "written": 3, "spooled": 3, "replayed": 3}
+    assert quarantined.exists()
+    await pipeline.aclose()
+
+
+def test_store_kinds_name_no_url(tmp_path: Path) -> None:
+    assert [store_kind(s) for s in (SQLiteStore(tmp_path / "x.db"), PostgresStore("postgresql://u:p@h/db"),
+                                    MemoryStore(), FlakyStore(), None)] == [
+        "sqlite", "postgresql", "memory", "memory", "none"]
