@@ -10,6 +10,7 @@ from ._load import (
     load_config_text,
 )
 from ._routing import (
+    RULE_ID_PLACEHOLDERS,
     AuthDocument,
     AuthKey,
     FallbackDocument,
@@ -22,12 +23,14 @@ from ._routing import (
     RateLimitRule,
     RetryConfig,
     When,
+    expand_rule_id,
 )
 from ._schema import MockOptions, ProviderConfig, ProviderType, ServerDocument
 
 __all__ = [
     "BUILTIN_DEFAULT",
     "DOCUMENT_TYPES",
+    "RULE_ID_PLACEHOLDERS",
     "AuthDocument",
     "AuthKey",
     "ConfigError",
@@ -47,6 +50,7 @@ __all__ = [
     "RetryConfig",
     "ServerDocument",
     "When",
+    "expand_rule_id",
     "load_config",
     "load_config_text",
 ]

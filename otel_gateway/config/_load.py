@@ -169,6 +169,7 @@ def _assemble(documents: list[tuple[str, Model]], issues: list[ConfigIssue]) -> 
     seen: dict[str, str] = {}
     singles: dict[str, Model] = {}
     for label, doc in documents:
+        _check_unique(label, doc, issues)
         if isinstance(doc, ProvidersDocument):
             for index, provider in enumerate(doc.providers):
                 if provider.name in seen:
@@ -192,6 +193,35 @@ def _assemble(documents: list[tuple[str, Model]], issues: list[ConfigIssue]) -> 
         _check_targets(labels[id(doc)], doc, model_ids, issues)
     sources = tuple(dict.fromkeys(label.split(" (document")[0] for label, _ in documents))
     return GatewayConfig(providers=tuple(providers), sources=sources, **singles)  # type: ignore[arg-type]
+
+
+def _check_unique(label: str, doc: Model, issues: list[ConfigIssue]) -> None:
+    """A rule id names the rule's spans, headers and buckets: one rule each (a rate-limit id is
+    compared as written, ``{user}`` and all). A rule lists each of its targets once."""
+    if isinstance(doc, RateLimitDocument | LoadBalanceDocument | FallbackDocument):
+        ids = [rule.id for rule in doc.rules]
+        _once(label, "rules", "id", ids, "rule id {!r} is already the id of {}; each rule needs its own id", issues)
+    lists: list[tuple[str, list[str]]] = []
+    if isinstance(doc, LoadBalanceDocument):
+        lists = [(f"rules[{r}].load_balance_targets", [target.target for target in rule.load_balance_targets])
+                 for r, rule in enumerate(doc.rules)]
+    elif isinstance(doc, FallbackDocument):
+        lists = [(f"rules[{r}].fallback_models", [model.target for model in fallback_rule.fallback_models])
+                 for r, fallback_rule in enumerate(doc.rules)]
+    for path, targets in lists:
+        _once(label, path, "target", targets, "target {!r} is already listed as {}; list each target once", issues)
+
+
+def _once(label: str, path: str, key: str, values: list[str], message: str, issues: list[ConfigIssue]) -> None:
+    """An issue at ``path[i].key`` for every value already seen at an earlier index of ``path``;
+    ``message`` is formatted with the value and the earlier entry (``rules[0]``)."""
+    first: dict[str, int] = {}
+    list_name = path.rsplit(".", 1)[-1]
+    for index, value in enumerate(values):
+        if value in first:
+            earlier = f"{list_name}[{first[value]}]"
+            issues.append(ConfigIssue(label, f"{path}[{index}].{key}", message.format(value, earlier)))
+        first.setdefault(value, index)
 
 
 def _check_targets(label: str, doc: Model, model_ids: set[str], issues: list[ConfigIssue]) -> None:

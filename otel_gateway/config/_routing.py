@@ -114,11 +114,46 @@ RateUnit = Literal[
 ]
 
 
+RULE_ID_PLACEHOLDERS = ("user", "model")
+"""What a rate-limit rule id may hold in braces: ``{user}``, the caller's subject, and ``{model}``,
+the model as asked. Any other brace in an id is refused at load; ``expand_rule_id`` fills them in."""
+_BRACED = re.compile(r"\{([^{}]*)\}")
+_ALLOWED = " and ".join(f"{{{name}}}" for name in RULE_ID_PLACEHOLDERS)
+
+
+def expand_rule_id(rule_id: str, values: Mapping[str, str]) -> str:
+    """``rule_id`` with each placeholder replaced by its value in ``values`` (keyed by name), in one
+    pass: a value that holds a placeholder's text is not expanded again."""
+    if "{" not in rule_id:
+        return rule_id
+    return _BRACED.sub(lambda match: values.get(match.group(1), match.group(0)), rule_id)
+
+
+def _check_rule_id(value: str) -> str:
+    if "{" not in value and "}" not in value:
+        return value
+    rest = _BRACED.sub("", value)
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"unbalanced brace in {value!r}; the only placeholders are {_ALLOWED}")
+    unknown = [match.group(0) for match in _BRACED.finditer(value) if match.group(1) not in RULE_ID_PLACEHOLDERS]
+    if unknown:
+        names = dict.fromkeys(unknown)
+        what = "placeholder" if len(names) == 1 else "placeholders"
+        raise ValueError(f"unknown {what} {', '.join(names)} in {value!r}; the only placeholders are {_ALLOWED}")
+    return value
+
+
 class RateLimitRule(Model):
     id: str = Field(min_length=1)
+    """Names the rule's buckets; ``{user}`` and ``{model}`` (``RULE_ID_PLACEHOLDERS``) are filled in."""
     when: When = Field(default_factory=When)
     limit_to: int = Field(gt=0)
     unit: RateUnit
+
+    @field_validator("id")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        return _check_rule_id(value)
 
 
 class RateLimitDocument(Model):

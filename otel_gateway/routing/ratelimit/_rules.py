@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from ...chat._types import ChatCall
-from ...config import RateLimitDocument, RateLimitRule
+from ...config import RateLimitDocument, RateLimitRule, expand_rule_id
 from .._match import matches
 from ._window import Kind, parse_unit
 
@@ -34,7 +34,8 @@ class Bucket:
 
 
 def expand(rule_id: str, call: ChatCall) -> str:
-    return rule_id.replace("{user}", call.context.identity.subject).replace("{model}", call.model)
+    """The rule id for this call: every name of ``RULE_ID_PLACEHOLDERS`` has its value here."""
+    return expand_rule_id(rule_id, {"user": call.context.identity.subject, "model": call.model})
 
 
 def buckets_for(config: RateLimitDocument, call: ChatCall) -> list[Bucket]:
