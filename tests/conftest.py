@@ -36,6 +36,13 @@ def fake(served_fake: tuple[FakeUpstream, str]) -> FakeUpstream:
 
 
 @pytest.fixture
+def fake_url(served_fake: tuple[FakeUpstream, str], fake: FakeUpstream) -> str:
+    """The base URL of the module's fake upstream, reset for this test (as ``fake``, which a module
+    may override)."""
+    return served_fake[1]
+
+
+@pytest.fixture
 def span_exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 

@@ -14,7 +14,7 @@ from typing import Any
 import openai
 import pytest
 from fakes import FakeUpstream, Reply, anthropic_text_stream, openai_completion, openai_stream
-from servers import serve
+from servers import served_sdk
 
 from otel_gateway.app import create_app
 from otel_gateway.config import load_config_text
@@ -88,7 +88,7 @@ def _accounts(flavour_type: str, name: str, key: str, base_url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def gateway(served_fake: tuple[FakeUpstream, str]) -> Iterator[str]:
+def client(served_fake: tuple[FakeUpstream, str]) -> Iterator[openai.OpenAI]:
     url = served_fake[1]
     config = load_config_text(f"""
 type: gateway-providers-config
@@ -110,13 +110,7 @@ max_request_body_bytes: {LIMIT}
 type: gateway-logging-config
 store: none
 """, environ={})
-    with serve(create_app(config)) as gateway_url:
-        yield gateway_url
-
-
-@pytest.fixture(scope="module")
-def client(gateway: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="client-key", max_retries=0, timeout=10) as sdk:
+    with served_sdk(create_app(config)) as sdk:
         yield sdk
 
 

@@ -20,7 +20,7 @@ from fakes import (
     openai_stream,
     sse,
 )
-from servers import serve
+from servers import served_sdk
 
 from otel_gateway.app import create_app
 from otel_gateway.config import load_config_text
@@ -115,7 +115,7 @@ CLIENT_HEADERS_NOT_FORWARDED = ("authorization", "api-key", "x-api-key")
 
 
 @pytest.fixture(scope="module")
-def gateway(served_fake: tuple[FakeUpstream, str]) -> Iterator[str]:
+def client(served_fake: tuple[FakeUpstream, str]) -> Iterator[openai.OpenAI]:
     url = served_fake[1]
     config = load_config_text(f"""
 type: gateway-providers-config
@@ -144,13 +144,7 @@ providers:
     type: mock
     models: [echo]
 """)
-    with serve(create_app(config)) as gateway_url:
-        yield gateway_url
-
-
-@pytest.fixture(scope="module")
-def client(gateway: str) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="client-key", max_retries=0, timeout=10) as sdk:
+    with served_sdk(create_app(config)) as sdk:
         yield sdk
 
 

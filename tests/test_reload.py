@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import serve
+from servers import free_port, serve
 
 from otel_gateway.app import create_app
 from otel_gateway.config import load_config
@@ -113,12 +112,6 @@ def test_a_request_in_flight_finishes_on_its_config(config_dir: Path) -> None:
         assert result["response"].status_code == 200
         assert result["response"].json()["choices"][0]["message"]["content"] == "still here"
         assert client.post("/v1/chat/completions", json=body, headers=headers).status_code == 404
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Any, timeout: float = 10.0) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import gzip
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import openai
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from servers import serve
+from servers import free_port, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,12 +36,6 @@ TOOL = {"type": "function", "function": {
 def command() -> list[str]:
     script = shutil.which("otel-gateway", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "otel_gateway"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fakes import Reply
-from servers import serve
+from servers import serve, start_gateway_process, wait_until_healthy
 
 from .endpoint_fakes import ProxyUpstream
 
@@ -34,12 +31,6 @@ TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
 MAX_GROWTH = 50 * MB
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss(pid: int, field: str = "VmRSS") -> int:
@@ -117,23 +108,9 @@ store: "sqlite:///{database}"
 spool_dir: "{workdir / 'spool'}"
 flush_interval_ms: 50
 """.replace("sqlite:///", "sqlite:////", 1))
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "ENABLE_OTEL"))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "otel_gateway", "serve", "--config", str(config), "--port", str(port),
-         "--log-level", "warning"], cwd=workdir, env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_gateway_process(config, workdir)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.05)
+        wait_until_healthy(process, url, timeout=20)
         yield process, url, database
     finally:
         process.terminate()

@@ -14,7 +14,7 @@ import pytest
 from fakes import FakeUpstream, Reply, openai_completion, openai_stream
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from servers import serve
+from servers import finished_spans, serve
 
 from otel_gateway.app import create_app
 from otel_gateway.config import GatewayConfig, load_config_text
@@ -29,6 +29,12 @@ FALLBACK_SPAN = {
     "fallback.config_id": "gpt4o-to-backup",
     "fallback.temperature": 0.2,
 }
+FELL_BACK = [  # the span tree of a request whose primary failed and which went on to its fallback
+    "POST /v1/chat/completions",
+    "  chatCompletions",
+    "  fallbackRequest",
+    "    chatCompletions",
+]
 
 
 @pytest.fixture
@@ -79,16 +85,9 @@ def client(served_fake: tuple[FakeUpstream, str], fake: FakeUpstream, tracer_pro
         yield start
 
 
-def spans_when_done(exporter: InMemorySpanExporter, timeout: float = 5.0) -> list[ReadableSpan]:
-    """The finished spans, once the SERVER span is among them (spans end in the server thread)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = list(exporter.get_finished_spans())
-        if any(span.name == "POST /v1/chat/completions" for span in spans):
-            return spans
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the request's spans did not finish in {timeout} s: {[s.name for s in spans]}")
-        time.sleep(0.01)
+def spans_when_done(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """The finished spans, once the SERVER span is among them."""
+    return finished_spans(exporter, "POST /v1/chat/completions")
 
 
 def tree(spans: list[ReadableSpan]) -> list[str]:
@@ -130,12 +129,7 @@ def test_falls_back(client: Client, fake: FakeUpstream, span_exporter: InMemoryS
     assert len(fake.requests) == 1
     spans = spans_when_done(span_exporter)
     assert fallback_span(spans) == {**FALLBACK_SPAN, "fallback.max_tokens": 40}
-    assert tree(spans) == [
-        "POST /v1/chat/completions",
-        "  chatCompletions",
-        "  fallbackRequest",
-        "    chatCompletions",
-    ]
+    assert tree(spans) == FELL_BACK
     assert servers_tried(spans) == ["127.0.0.1", "mock.invalid"]
 
 
@@ -181,12 +175,7 @@ def test_a_stream_falls_back_before_its_first_chunk(client: Client, fake: FakeUp
     assert text == "hi there"
     spans = spans_when_done(span_exporter)
     assert fallback_span(spans) == FALLBACK_SPAN
-    assert tree(spans) == [
-        "POST /v1/chat/completions",
-        "  chatCompletions",
-        "  fallbackRequest",
-        "    chatCompletions",
-    ]
+    assert tree(spans) == FELL_BACK
     (primary, _) = sorted((s for s in spans if s.name == "chatCompletions"), key=lambda s: s.start_time or 0)
     assert (primary.attributes or {})["error.type"] == "ttft_timeout"
 
@@ -224,9 +213,4 @@ def test_the_request_timeout_bounds_the_fallback_too(client: Client, fake: FakeU
                                  "type": "timeout_error", "code": "request_timeout", "param": None}
     spans = spans_when_done(span_exporter)
     assert fallback_span(spans) == FALLBACK_SPAN
-    assert tree(spans) == [
-        "POST /v1/chat/completions",
-        "  chatCompletions",
-        "  fallbackRequest",
-        "    chatCompletions",
-    ]
+    assert tree(spans) == FELL_BACK

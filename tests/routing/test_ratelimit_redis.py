@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from ratelimit_helpers import Next, chat_call, completion, rules_doc
+from servers import free_port
 from services import require_service
 
 from otel_gateway._urls import redact_url as redact
@@ -196,33 +196,26 @@ def test_passwords_never_reach_logs() -> None:
 # -- three gateways, one limit ----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def gateways(tmp_path: Path, redis_client: aioredis.Redis) -> Iterator[tuple[list[str], str]]:
     """Three ``otel-gateway serve`` processes sharing the Redis backend; yields their URLs and the rule id."""
-    rule = f"acceptance-{uuid.uuid4().hex}"
-    with three_gateways(tmp_path, f"{{id: {rule}, limit_to: 100, unit: requests_per_minute}}") as urls:
-        yield urls, rule
-    delete_rule_keys(rule)
+    with three_gateways(tmp_path, "acceptance", "limit_to: 100, unit: requests_per_minute") as served:
+        yield served
 
 
 @pytest.fixture
 def token_gateways(tmp_path: Path, redis_client: aioredis.Redis) -> Iterator[tuple[list[str], str]]:
     """As ``gateways``, with a limit of 1000 tokens per minute."""
-    rule = f"tokens-{uuid.uuid4().hex}"
-    with three_gateways(tmp_path, f"{{id: {rule}, limit_to: 1000, unit: tokens_per_minute}}") as urls:
-        yield urls, rule
-    delete_rule_keys(rule)
+    with three_gateways(tmp_path, "tokens", "limit_to: 1000, unit: tokens_per_minute") as served:
+        yield served
 
 
 @contextlib.contextmanager
-def three_gateways(tmp_path: Path, rule: str) -> Iterator[list[str]]:
-    """Three ``otel-gateway serve`` processes with one rate rule in the shared Redis backend."""
+def three_gateways(tmp_path: Path, name: str, limit: str) -> Iterator[tuple[list[str], str]]:
+    """Three ``otel-gateway serve`` processes with one rate rule (``limit``, its id ``name`` and a
+    random suffix) in the shared Redis backend; yields their URLs and the rule id, whose keys are
+    deleted afterwards."""
+    rule = f"{name}-{uuid.uuid4().hex}"
     (tmp_path / "gateway.yaml").write_text(f"""\
 type: gateway-providers-config
 providers:
@@ -231,7 +224,7 @@ providers:
 type: gateway-rate-limiting-config
 backend: {REDIS_URL}
 rules:
-  - {rule}
+  - {{id: {rule}, {limit}}}
 """)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENABLE_OTEL", "OTEL_"))}
     ports = [free_port() for _ in range(3)]
@@ -247,7 +240,7 @@ rules:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, process in zip(urls, processes, strict=True):
             wait_until_healthy(url, process)
-        yield urls
+        yield urls, rule
     finally:
         for process in processes:
             process.terminate()
@@ -257,6 +250,7 @@ rules:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+    delete_rule_keys(rule)
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
-from servers import serve
+from servers import chat_span, finished_spans, port_of, serve
 
 from otel_gateway.app import create_app
 from otel_gateway.config import GatewayConfig, load_config_text
@@ -52,11 +52,6 @@ ANSWER_CALL = {"id": "call_2", "type": "function", "function": {"name": "get_wea
 @pytest.fixture
 def fake(fake: FakeUpstream) -> FakeUpstream:
     return fake.reset(Reply(json=openai_completion()))
-
-
-@pytest.fixture
-def fake_url(served_fake: tuple[FakeUpstream, str], fake: FakeUpstream) -> str:
-    return served_fake[1]
 
 
 @pytest.fixture
@@ -95,27 +90,6 @@ def gateway(config: GatewayConfig) -> Iterator[Gateway]:
 def traced(gateway: Gateway, tracer_provider: TracerProvider) -> openai.OpenAI:
     client, _ = gateway(tracer_provider=tracer_provider)
     return client
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1].split("/")[0])
-
-
-def wait_for(exporter: InMemorySpanExporter, *names: str, timeout: float = 5.0) -> list[ReadableSpan]:
-    """The finished spans, once one of each of ``names`` is among them (spans end in the server thread)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = list(exporter.get_finished_spans())
-        if all(any(s.name == name for s in spans) for name in names):
-            return spans
-        if time.monotonic() > deadline:
-            raise AssertionError(f"spans {names} did not all finish in {timeout} s; got {[s.name for s in spans]}")
-        time.sleep(0.01)
-
-
-def chat_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    (span,) = [s for s in wait_for(exporter, "chatCompletions") if s.name == "chatCompletions"]
-    return span
 
 
 def attributes_of(span: ReadableSpan) -> dict[str, Any]:
@@ -532,7 +506,7 @@ def test_span_tree(gateway: Gateway, tracer_provider: TracerProvider, span_expor
     client, url = gateway(tracer_provider=tracer_provider)
     client.chat.completions.create(model=MODEL, messages=[USER])
 
-    spans = wait_for(span_exporter, "POST /v1/chat/completions", "chatCompletions", "POST")
+    spans = finished_spans(span_exporter, "POST /v1/chat/completions", "chatCompletions", "POST")
     (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
     (chat,) = [s for s in spans if s.name == "chatCompletions"]
     (upstream,) = [s for s in spans if s.name == "POST" and s.kind is SpanKind.CLIENT]
@@ -575,7 +549,7 @@ def test_server_span_of_an_upstream_failure(gateway: Gateway, tracer_provider: T
     fake.reply = Reply(status=503, json={"error": {"message": "overloaded"}})
     with pytest.raises(openai.APIStatusError):
         client.chat.completions.create(model=MODEL, messages=[USER])
-    spans = wait_for(span_exporter, "POST /v1/chat/completions", "chatCompletions")
+    spans = finished_spans(span_exporter, "POST /v1/chat/completions", "chatCompletions")
     (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
     assert server.status.status_code is StatusCode.ERROR
     assert server.attributes is not None
@@ -589,7 +563,7 @@ def test_incoming_traceparent_is_continued(traced: openai.OpenAI, span_exporter:
     traced.chat.completions.create(
         model=MODEL, messages=[USER], extra_headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
     )
-    spans = wait_for(span_exporter, "POST /v1/chat/completions", "chatCompletions", "POST")
+    spans = finished_spans(span_exporter, "POST /v1/chat/completions", "chatCompletions", "POST")
     (server,) = [s for s in spans if s.kind is SpanKind.SERVER]
     assert server.parent is not None
     assert server.parent.is_remote

@@ -3,7 +3,6 @@ fails after it started, asserted exactly; driven by the real ``openai`` SDK over
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ from fakes import FakeUpstream, Reply, anthropic_events, openai_stream
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from servers import serve
+from servers import chat_span, finished_spans, port_of, served_sdk
 
 from otel_gateway.app import create_app
 from otel_gateway.config import load_config_text
@@ -22,11 +21,6 @@ SYSTEM = {"role": "system", "content": "You are terse."}
 USER = {"role": "user", "content": "Weather in Paris?"}
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
-
-
-@pytest.fixture
-def fake_url(served_fake: tuple[FakeUpstream, str], fake: FakeUpstream) -> str:
-    return served_fake[1]
 
 
 @pytest.fixture
@@ -53,25 +47,8 @@ providers:
 type: gateway-logging-config
 store: none
 """, environ={})
-    with serve(create_app(config, tracer_provider=tracer_provider)) as url, \
-            openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=10) as sdk:
+    with served_sdk(create_app(config, tracer_provider=tracer_provider), api_key="x") as sdk:
         yield sdk
-
-
-def finished(exporter: InMemorySpanExporter, *names: str, timeout: float = 5.0) -> list[ReadableSpan]:
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = list(exporter.get_finished_spans())
-        if all(any(s.name == name for s in spans) for name in names):
-            return spans
-        if time.monotonic() > deadline:
-            raise AssertionError(f"spans {names} did not all finish; got {[s.name for s in spans]}")
-        time.sleep(0.01)
-
-
-def chat_span(exporter: InMemorySpanExporter) -> ReadableSpan:
-    (span,) = [s for s in finished(exporter, "chatCompletions") if s.name == "chatCompletions"]
-    return span
 
 
 def attributes_of(span: ReadableSpan, *, ttfc: bool = False) -> dict[str, Any]:
@@ -80,10 +57,6 @@ def attributes_of(span: ReadableSpan, *, ttfc: bool = False) -> dict[str, Any]:
     if ttfc:
         assert 0 <= attributes.pop("gen_ai.response.time_to_first_chunk") < 5
     return attributes
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
 
 
 def test_anthropic_streamed_tool_call(client: openai.OpenAI, span_exporter: InMemorySpanExporter, fake_url: str,
@@ -99,7 +72,7 @@ def test_anthropic_streamed_tool_call(client: openai.OpenAI, span_exporter: InMe
                                                  tools=[WEATHER_TOOL], max_tokens=100, temperature=0.3))
     assert chunks
 
-    spans = finished(span_exporter, "chatCompletions", "POST")
+    spans = finished_spans(span_exporter, "chatCompletions", "POST")
     span = chat_span(span_exporter)
     assert (span.kind, span.status.status_code) == (SpanKind.CLIENT, StatusCode.UNSET)
     assert attributes_of(span, ttfc=True) == {

@@ -1,6 +1,7 @@
 """Helpers for the warehouse store tests: both stores opened the same way (SQLite in a temporary
-directory, PostgreSQL at 127.0.0.1:5432 database ``test`` in a table of the test's own, dropped
-afterwards), log records made to order, and a TCP proxy whose cut simulates a database outage."""
+directory, PostgreSQL at 127.0.0.1:5432 database ``test`` in a table or a schema of the test's own,
+dropped afterwards), a gateway run in process over either, log records made to order, and a TCP
+proxy whose cut simulates a database outage."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 from services import require_service
 
+from otel_gateway.app import create_app
+from otel_gateway.config import GatewayConfig, load_config_text
+from otel_gateway.runtime import Gateway
 from otel_gateway.warehouse._postgres import PostgresStore
 from otel_gateway.warehouse._sqlite import SQLiteStore
 from otel_gateway.warehouse._store import Store
@@ -58,6 +63,52 @@ async def postgres_table() -> AsyncIterator[tuple[str, str]]:
             await conn.execute(f"DROP TABLE IF EXISTS {table}")
         finally:
             await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def postgres_schema(prefix: str) -> AsyncIterator[tuple[str, asyncpg.Connection, str]]:
+    """(dsn, an admin connection, schema name): a schema of this test's own (named ``prefix`` and a
+    random suffix), dropped with everything in it afterwards."""
+    dsn = await postgres_dsn()
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield dsn, admin, schema
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
+
+
+def sqlite_url(path: Path) -> str:
+    """The store URL of the SQLite database at the absolute ``path``."""
+    return f"sqlite:///{path}".replace(":///", ":////", 1)
+
+
+@contextlib.asynccontextmanager
+async def store_url(kind: str, tmp_path: Path, *, prefix: str = "test_store") -> AsyncIterator[str]:
+    """The URL of an empty store of ``kind``: SQLite in ``tmp_path``, PostgreSQL in a schema of its own
+    (see :func:`postgres_schema`), for a gateway to make its table in."""
+    if kind == "sqlite":
+        yield sqlite_url(tmp_path / "logs.db")
+        return
+    async with postgres_schema(prefix) as (dsn, _, schema):
+        yield f"{dsn}?search_path={schema}"
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: str | GatewayConfig, *, timeout: float = 5.0, **create_app_options: Any
+                          ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+    """The gateway app of ``config`` (a config text or a loaded config) started in process (its
+    lifespan runs), an httpx client over ASGI for it (``timeout`` seconds: httpx's default unless
+    told) and its :class:`Gateway`; the lifespan ends on exit."""
+    if isinstance(config, str):
+        config = load_config_text(config, environ={})
+    app = create_app(config, **create_app_options)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw",
+                                                                   timeout=timeout) as client:
+        yield client, app.state.gateway
 
 
 @contextlib.asynccontextmanager

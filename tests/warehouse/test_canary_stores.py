@@ -13,13 +13,10 @@ import json
 import logging
 import os
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import pytest
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -30,10 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from stores import postgres_dsn
-
-from otel_gateway.app import create_app
-from otel_gateway.config import load_config_text
+from stores import postgres_schema, running_gateway, sqlite_url
 
 CLIENT_SECRET = os.urandom(12).hex()
 OPENAI_SECRET = os.urandom(12).hex()
@@ -83,22 +77,15 @@ async def store(kind: str, tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
             raw = b"".join(p.read_bytes() for p in tmp_path.glob("logs.db*"))  # the file, its WAL and SHM
             return json.dumps(rows) + raw.decode("latin-1")
 
-        yield f"sqlite:///{path}".replace(":///", ":////", 1), sqlite_rows
+        yield sqlite_url(path), sqlite_rows
         return
-    dsn = await postgres_dsn()
-    schema = f"test_canary_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE SCHEMA {schema}")
+    async with postgres_schema("test_canary") as (dsn, admin, schema):
 
-    async def postgres_rows() -> str:
-        rows = await admin.fetch(f"SELECT row_to_json(t)::text AS row FROM {schema}.request_logs t")
-        return "\n".join(row["row"] for row in rows)
+        async def postgres_rows() -> str:
+            rows = await admin.fetch(f"SELECT row_to_json(t)::text AS row FROM {schema}.request_logs t")
+            return "\n".join(row["row"] for row in rows)
 
-    try:
         yield f"{dsn}?search_path={schema}", postgres_rows
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 def config_text(upstream: str, store_url: str, tmp_path: Path) -> str:
@@ -154,11 +141,8 @@ async def test_canary_keys_appear_in_no_store_row_and_no_sink(
     bodies: list[str] = []
     statuses: list[int] = []
     async with store(kind, tmp_path) as (url, rows):
-        app = create_app(load_config_text(config_text(upstream_url, url, tmp_path), environ={}),
-                         tracer_provider=tracer_provider, logger_provider=logger_provider)
-        transport = httpx.ASGITransport(app=app)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                                                       timeout=10) as client:
+        async with running_gateway(config_text(upstream_url, url, tmp_path), timeout=10,
+                                   tracer_provider=tracer_provider, logger_provider=logger_provider) as (client, _):
             for method, path, body, headers in REQUESTS:
                 response = await client.request(method, path, json=body, headers={**credentials, **headers},
                                                 params={"key": CLIENT_KEY, "keep": "yes"})

@@ -5,19 +5,14 @@ the config is seeded directly: SQLite in a temporary directory, PostgreSQL in a 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
-from stores import ids, postgres_dsn, record
+from stores import ids, record, running_gateway, sqlite_url, store_url
 
-from otel_gateway.app import create_app
-from otel_gateway.config import load_config_text
-from otel_gateway.runtime import Gateway
 from otel_gateway.warehouse._store import store_for_url
 
 PROVIDERS = "type: gateway-providers-config\nproviders:\n  - {name: demo, type: mock, models: [echo]}\n"
@@ -43,33 +38,9 @@ def config_text(store: str, tmp_path: Path, *, auth: bool = False) -> str:
 
 
 @contextlib.asynccontextmanager
-async def serving(text: str) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    app = create_app(load_config_text(text, environ={}), capture_content=True)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-        yield c, app.state.gateway
-
-
-@contextlib.asynccontextmanager
 async def gateway(text: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(text) as (client, _):
+    async with running_gateway(text, capture_content=True) as (client, _):
         yield client
-
-
-@contextlib.asynccontextmanager
-async def store_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'logs.db'}".replace(":///", ":////", 1)
-        return
-    dsn = await postgres_dsn()
-    schema = f"test_api_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{dsn}?search_path={schema}"
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 async def seed(url: str, records: list[dict[str, Any]]) -> None:
@@ -80,7 +51,7 @@ async def seed(url: str, records: list[dict[str, Any]]) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def client(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with store_url(request.param, tmp_path) as url:
+    async with store_url(request.param, tmp_path, prefix="test_api") as url:
         await seed(url, SAMPLE)
         async with gateway(config_text(url, tmp_path)) as client:
             yield client
@@ -138,7 +109,7 @@ async def test_pages(client: httpx.AsyncClient) -> None:
     ],
 )
 async def test_bad_filters_are_400(tmp_path: Path, query: str, param: str, message: str) -> None:
-    async with gateway(config_text(f"sqlite:///{tmp_path}/x.db".replace(":///", ":////", 1), tmp_path)) as client:
+    async with gateway(config_text(sqlite_url(tmp_path / "x.db"), tmp_path)) as client:
         response = await client.get(f"/api/logs?{query}")
     assert response.status_code == 400
     error = response.json()["error"]
@@ -148,7 +119,7 @@ async def test_bad_filters_are_400(tmp_path: Path, query: str, param: str, messa
 
 
 async def test_admin_only_when_auth_is_configured(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/logs.db".replace(":///", ":////", 1)
+    url = sqlite_url(tmp_path / "logs.db")
     await seed(url, SAMPLE)
     async with gateway(config_text(url, tmp_path, auth=True)) as client:
         anonymous = await client.get("/api/logs")
@@ -181,8 +152,8 @@ async def test_no_store_is_404(tmp_path: Path) -> None:
 
 
 async def test_a_request_through_the_gateway_is_found(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/logs.db".replace(":///", ":////", 1)
-    async with serving(config_text(url, tmp_path, auth=True)) as (client, gw):
+    url = sqlite_url(tmp_path / "logs.db")
+    async with running_gateway(config_text(url, tmp_path, auth=True), capture_content=True) as (client, gw):
         answer = await client.post("/v1/chat/completions", headers={
             "authorization": "Bearer alice-key", "x-gateway-metadata": '{"env": "prod", "project_id": "proj_z"}'},
             json={"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]})

@@ -7,13 +7,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from stores import ids, postgres_dsn, record
+from stores import ids, postgres_schema, record, sqlite_url
 
 from otel_gateway.cli import main
 from otel_gateway.warehouse._postgres import PostgresStore
@@ -100,7 +99,7 @@ def test_pages_with_limit_and_cursor(url: str, capsys: pytest.CaptureFixture[str
 
 
 def test_nothing_found_says_so_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"sqlite:///{tmp_path}/absent.db".replace(":///", ":////", 1)
+    url = sqlite_url(tmp_path / "absent.db")
     assert main(["logs", "--store", url]) == 0
     out, err = capsys.readouterr()
     assert out == ""
@@ -182,13 +181,7 @@ def test_a_bad_config_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 async def test_postgres_store(capsys: pytest.CaptureFixture[str]) -> None:
     # The CLI's store lives in the default table; a schema of the test's own keeps it apart.
-    dsn = await postgres_dsn()
-    import asyncpg
-
-    schema = f"test_cli_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    try:
+    async with postgres_schema("test_cli") as (dsn, _, schema):
         url = f"{dsn}?search_path={schema}"
         store = PostgresStore(url)
         await store.write(SAMPLE)
@@ -197,9 +190,6 @@ async def test_postgres_store(capsys: pytest.CaptureFixture[str]) -> None:
         assert code == 0
         out, _ = capsys.readouterr()
         assert ids([orjson.loads(line) for line in out.splitlines()]) == ["req-3", "req-1"]
-    finally:
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 def test_the_installed_command(url: str) -> None:

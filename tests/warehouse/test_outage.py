@@ -25,18 +25,15 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import pytest
-from stores import TcpProxy, postgres_dsn
+from stores import TcpProxy, postgres_schema, running_gateway, sqlite_url
 
-from otel_gateway.app import create_app
-from otel_gateway.config import load_config_text
 from otel_gateway.runtime import Gateway
 
 REQUESTS = 2000
@@ -59,13 +56,8 @@ flush_interval_ms: 100
 """
 
 
-@contextlib.asynccontextmanager
-async def running(text: str) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    app = create_app(load_config_text(text, environ={}), capture_content=True)
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://gw",
-                                                                   timeout=30) as client:
-        yield client, app.state.gateway
+def running(text: str) -> contextlib.AbstractAsyncContextManager[tuple[httpx.AsyncClient, Gateway]]:
+    return running_gateway(text, timeout=30, capture_content=True)
 
 
 class Load:
@@ -125,38 +117,48 @@ async def wait_for_rows(count: Callable[[], Awaitable[int]], expected: int, time
     return found
 
 
-async def test_postgres_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    dsn = await postgres_dsn()
-    target = urlsplit(dsn)
-    schema = f"test_outage_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
-    user = f"{target.username}@" if target.username else ""
-    store_url = f"postgresql://{user}127.0.0.1:{proxy.port}{target.path}?search_path={schema}"
-    table = f"{schema}.request_logs"
+async def sqlite_rows(path: Path) -> int:
+    """The rows of the SQLite store at ``path``, read off the event loop; 0 before its file or table exists."""
 
-    async def count() -> int:
+    def count_now() -> int:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
-            return int(await admin.fetchval(f"SELECT count(*) FROM {table}"))
-        except asyncpg.UndefinedTableError:
+            return int(conn.execute("SELECT count(*) FROM request_logs").fetchone()[0])
+        except sqlite3.OperationalError:
             return 0
+        finally:
+            conn.close()
 
-    try:
-        async with running(config_text(store_url, tmp_path / "spool", delay_ms=150)) as (client, gateway):
-            request_ids = await run_with_outage(client, count, proxy.cut, proxy.restore, tmp_path / "spool",
-                                                hold=1.0)
-            assert await wait_for_rows(count, REQUESTS) == REQUESTS
-            stats = gateway.request_log.stats
-            assert stats.spooled > 0 and stats.replayed > 0 and stats.dropped == 0
-        assert await count() == REQUESTS
-        stored = [row["id"] for row in await admin.fetch(f"SELECT id FROM {table}")]
-        assert len(stored) == len(set(stored)) == REQUESTS
-        assert set(stored) == set(request_ids)
-    finally:
-        await proxy.aclose()
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
+    return await asyncio.to_thread(count_now) if path.exists() else 0
+
+
+async def test_postgres_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    async with postgres_schema("test_outage") as (dsn, admin, schema):
+        target = urlsplit(dsn)
+        proxy = await TcpProxy(target.hostname or "127.0.0.1", target.port or 5432).start()
+        user = f"{target.username}@" if target.username else ""
+        store_url = f"postgresql://{user}127.0.0.1:{proxy.port}{target.path}?search_path={schema}"
+        table = f"{schema}.request_logs"
+
+        async def count() -> int:
+            try:
+                return int(await admin.fetchval(f"SELECT count(*) FROM {table}"))
+            except asyncpg.UndefinedTableError:
+                return 0
+
+        try:
+            async with running(config_text(store_url, tmp_path / "spool", delay_ms=150)) as (client, gateway):
+                request_ids = await run_with_outage(client, count, proxy.cut, proxy.restore, tmp_path / "spool",
+                                                    hold=1.0)
+                assert await wait_for_rows(count, REQUESTS) == REQUESTS
+                stats = gateway.request_log.stats
+                assert stats.spooled > 0 and stats.replayed > 0 and stats.dropped == 0
+            assert await count() == REQUESTS
+            stored = [row["id"] for row in await admin.fetch(f"SELECT id FROM {table}")]
+            assert len(stored) == len(set(stored)) == REQUESTS
+            assert set(stored) == set(request_ids)
+        finally:
+            await proxy.aclose()
 
 
 LOCK_HOLDER = """\
@@ -186,22 +188,11 @@ async def test_sqlite_outage_loses_and_duplicates_nothing(tmp_path: Path) -> Non
         await holder.stdin.drain()
         assert await asyncio.wait_for(holder.wait(), 10) == 0
 
-    def count_now() -> int:
-        if not path.exists():
-            return 0
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT count(*) FROM request_logs").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            conn.close()
-
     async def count() -> int:
-        return await asyncio.to_thread(count_now)
+        return await sqlite_rows(path)
 
     try:
-        url = f"sqlite:///{path}".replace(":///", ":////", 1)
+        url = sqlite_url(path)
         async with running(config_text(url, tmp_path / "spool", delay_ms=250)) as (client, gateway):
             # The lock is held for longer than the store's busy timeout (2 s): writes fail.
             request_ids = await run_with_outage(client, count, lock, unlock, tmp_path / "spool", hold=2.6)
@@ -257,20 +248,11 @@ async def test_sqlite_file_made_unwritable_loses_and_duplicates_nothing(tmp_path
         await immutable("-i", locked)
         locked.clear()
 
-    def count_now() -> int:
-        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT count(*) FROM request_logs").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            conn.close()
-
     async def count() -> int:
-        return await asyncio.to_thread(count_now) if path.exists() else 0
+        return await sqlite_rows(path)
 
     try:
-        url = f"sqlite:///{path}".replace(":///", ":////", 1)
+        url = sqlite_url(path)
         async with running(config_text(url, tmp_path / "spool", delay_ms=150)) as (client, gateway):
             request_ids = await run_with_outage(client, count, make_unwritable, make_writable, tmp_path / "spool",
                                                 hold=1.0)

@@ -4,26 +4,17 @@ process has exited, the SQLite store and the JSONL file hold every one of them, 
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
+from servers import start_gateway_process, wait_until_healthy
 
 REQUESTS = 25
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rows(path: Path) -> list[str]:
@@ -54,22 +45,9 @@ spool_dir: "{spool}"
 batch_size: 1000
 flush_interval_ms: 600000
 """.replace("sqlite:///", "sqlite:////", 1))
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "ENABLE_OTEL"))}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "otel_gateway", "serve", "--config", str(config), "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning"], cwd=tmp_path, env=env)
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_gateway_process(config, tmp_path, "--workers", str(workers))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "the gateway did not start"
-            time.sleep(0.05)
+        wait_until_healthy(process, url, timeout=30)
         ids = []
         with httpx.Client(base_url=url, timeout=10) as client:
             for i in range(REQUESTS):
