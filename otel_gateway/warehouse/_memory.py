@@ -10,6 +10,9 @@ from ._store import LogFilters, LogPage, Position, Row, decode_cursor, encode_cu
 
 
 class MemoryStore:
+    kind = "memory"
+    """What ``/readyz`` calls this store."""
+
     def __init__(self) -> None:
         self._rows: dict[str, tuple[Row, dict[str, Any]]] = {}
         self.writes = 0

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -227,20 +226,10 @@ class RequestLogPipeline:
         self._dropped_log("dropped %d request log record(s), %d in all: %s", count, self.stats.dropped, why)
 
 
-_STORE_KINDS = (("._sqlite", "SQLiteStore", "sqlite"), ("._postgres", "PostgresStore", "postgresql"),
-                ("._memory", "MemoryStore", "memory"))
-
-
 def store_kind(store: Store | None) -> str:
     """``sqlite``, ``postgresql``, ``memory``, ``none`` (no store), or ``other`` for a store given
-    in code. The store modules are looked up, not imported: an instance means its module is loaded."""
-    if store is None:
-        return "none"
-    for module_name, class_name, kind in _STORE_KINDS:
-        module = sys.modules.get(__name__.rpartition(".")[0] + module_name)
-        if module is not None and isinstance(store, getattr(module, class_name)):
-            return kind
-    return "other"
+    in code without a ``kind``: never the store's URL."""
+    return "none" if store is None else str(getattr(store, "kind", "other"))
 
 
 def _store_or_none(url: str) -> Store | None:

@@ -53,6 +53,9 @@ class PostgresStore:
     insert, a query), ``acquire_timeout`` the wait for a free pooled connection. The connections
     show as ``application_name`` in ``pg_stat_activity``."""
 
+    kind = "postgresql"
+    """What ``/readyz`` calls this store."""
+
     def __init__(self, dsn: str, *, table: str = "request_logs", max_connections: int = 4,
                  connect_timeout: float = 3.0, command_timeout: float = 10.0, acquire_timeout: float = 5.0,
                  application_name: str = "otel-gateway") -> None:

@@ -45,6 +45,9 @@ class SQLiteStore:
     """``sqlite:///path/to/file.db``. ``busy_timeout`` is how long a write waits for a lock held
     by another connection (another gateway worker, a backup) before it fails and is spooled."""
 
+    kind = "sqlite"
+    """What ``/readyz`` calls this store."""
+
     def __init__(self, path: str | os.PathLike[str], *, table: str = "request_logs",
                  busy_timeout: float = 2.0) -> None:
         self.path = Path(path)
