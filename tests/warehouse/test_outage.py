@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
-import pytest
+from services import require_service
 from stores import TcpProxy, postgres_schema, running_gateway, sqlite_url
 
 from otel_gateway.runtime import Gateway
@@ -229,7 +229,8 @@ def chattr_works(directory: Path) -> bool:
 
 async def test_sqlite_file_made_unwritable_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     if not chattr_works(tmp_path):
-        pytest.skip("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE and a file system that has it)")
+        # As root, chmod does not stop a write: only the immutable flag makes the file unwritable.
+        require_service("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE and a file system that has it)")
     path = tmp_path / "data" / "logs.db"
     locked: list[str] = []
 
