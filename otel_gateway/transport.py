@@ -119,10 +119,7 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 def _request_content(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
-    """The body to send: bytes when httpx holds it whole (read, or a ``ByteStream``), else a stream."""
-    stream = request.stream
-    if isinstance(stream, httpx.ByteStream):
-        return b"".join(stream) or None
+    """The body to send: bytes when httpx holds it read, else a stream."""
     try:
         return request.content or None
     except httpx.RequestNotRead:

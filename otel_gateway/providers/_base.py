@@ -51,7 +51,7 @@ class ProviderAdapter(ABC):
         redirects or auth hooks, which a gateway must not apply and should not pay for."""
         self._extensions = {"timeout": httpx.Timeout(config.timeout_ms / 1000).as_dict()}
         self._urls: dict[str, httpx.URL] = {}
-        """Parsed upstream URLs by upstream model: parsing one costs more than the rest of a request."""
+        """Parsed upstream URLs (a few per provider): parsing one costs more than building the request."""
         url = urlsplit(config.url)
         self.server_address = url.hostname or ""
         self.server_port = url.port or (443 if url.scheme == "https" else 80)
@@ -147,10 +147,12 @@ class ProviderAdapter(ABC):
             param="model", code="unsupported_endpoint",
         )
 
-    def _post(self, url: str | httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
+    def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
         # Asks for an uncompressed answer: it passes through without a decoder.
-        headers = {**_JSON_HEADERS, **headers, **self.config.headers}
-        return json_request(url if isinstance(url, httpx.URL) else httpx.URL(url), orjson.dumps(body), headers,
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return json_request(parsed, orjson.dumps(body), {**_JSON_HEADERS, **headers, **self.config.headers},
                             self._extensions)
 
 

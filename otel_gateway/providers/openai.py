@@ -21,10 +21,7 @@ class OpenAIAdapter(ProviderAdapter):
     operations: ClassVar[frozenset[str]] = frozenset({"embeddings", "moderations"})
 
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
-        url = self._urls.get(upstream_model)
-        if url is None:
-            url = self._urls[upstream_model] = httpx.URL(self.chat_url(upstream_model))
-        return self._post(url, self.upstream_body(call, upstream_model), self._auth)
+        return self._post(self.chat_url(upstream_model), self.upstream_body(call, upstream_model), self._auth)
 
     @functools.cached_property
     def _auth(self) -> dict[str, str]:
