@@ -46,6 +46,7 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamStreamError",
     "UpstreamTimeoutError",
+    "internal_error",
 ]
 
 
@@ -185,3 +186,8 @@ class UpstreamTimeoutError(UpstreamError):
 
 class UpstreamStreamError(UpstreamError):
     code = "upstream_stream_error"
+
+
+def internal_error() -> GatewayError:
+    """What a client gets for a bug in the gateway: a 500 that tells nothing of it (the logs do)."""
+    return GatewayError("The gateway failed to handle this request; see its logs.", code="internal_error")

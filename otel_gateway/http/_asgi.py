@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import GatewayError, MalformedJSONError, NotFoundError, PayloadTooLargeError
+from ..errors import GatewayError, MalformedJSONError, NotFoundError, PayloadTooLargeError, internal_error
 
 REQUEST_ID = "otel_gateway.request_id"
 _JSON = (b"content-type", b"application/json")
@@ -165,8 +165,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    error = GatewayError("The gateway failed to handle this request; see its logs.", code="internal_error")
-    return error_response(error)
+    return error_response(internal_error())
 
 
 def _too_large(limit: int) -> PayloadTooLargeError:

@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import GatewayError
+from ..errors import GatewayError, internal_error
 from ._asgi import error_response
 
 logger = logging.getLogger("otel_gateway.http")
@@ -69,5 +69,4 @@ class HotRoutes:
             logger.exception("%s %s failed", scope["method"], scope["path"])
             if started:
                 raise
-            error = GatewayError("The gateway failed to handle this request; see its logs.", code="internal_error")
-            await error_response(error)(scope, receive, send)
+            await error_response(internal_error())(scope, receive, send)

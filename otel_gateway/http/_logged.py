@@ -12,7 +12,7 @@ from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
 from starlette.types import Receive, Scope
 
-from ..errors import GatewayError
+from ..errors import GatewayError, internal_error
 from ..identity import ANONYMOUS, IDENTITY, METADATA
 from ..warehouse import Exchange
 from ._asgi import REQUEST_ID, ClientGone, cancelled_on_disconnect
@@ -54,8 +54,7 @@ def logged(gateway: Gateway, exchange: Exchange) -> Iterator[Exchange]:
         raise
     except Exception:
         if exchange.error is None:  # else the endpoint recorded the failure and cuts its started answer
-            record_error(exchange, GatewayError("The gateway failed to handle this request; see its logs.",
-                                                code="internal_error"))
+            record_error(exchange, internal_error())
         raise
     finally:
         exchange.finish()
