@@ -20,6 +20,7 @@ from .config import GatewayConfig
 from .errors import GatewayError
 from .http._asgi import RequestIdMiddleware, gateway_error_handler, http_error_handler, internal_error_handler
 from .http._dispatch import GatewayApp
+from .http._limits import InFlightLimit
 from .http.admin import reload_endpoint
 from .http.chat import ChatCompletionsEndpoint
 from .http.embeddings import OperationEndpoint
@@ -74,6 +75,7 @@ def create_app(
     tracer = gateway.services.tracer
     middleware = [Middleware(ServerSpanMiddleware, tracer=tracer)] if tracer is not None else []
     middleware += [Middleware(RequestIdMiddleware), Middleware(IdentityMiddleware, gateway=gateway)]
+    middleware.insert(0, Middleware(InFlightLimit, gateway=gateway))
 
     app = GatewayApp(
         front=middleware,
@@ -92,17 +94,26 @@ def create_app(
 
 @contextlib.asynccontextmanager
 async def _lifespan(gateway: Gateway, reload_on_sighup: bool, app: Starlette) -> AsyncIterator[None]:
-    """Starts the request log, optionally reloads on SIGHUP; at shutdown flushes and closes."""
+    """Starts the request log; at shutdown flushes and closes. With ``reload_on_sighup`` (the app
+    owns its process's signals: ``otel-gateway serve``) it reloads on SIGHUP, and a second SIGTERM
+    or SIGINT exits at once, the records of the requests in flight written first."""
+    from ._shutdown import SecondSignalExit
+
     loop = asyncio.get_running_loop()
+    second_signal = SecondSignalExit(gateway.request_log)
     if reload_on_sighup:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(gateway.reload_logged()))
+        second_signal.install()
     await gateway.start()
     try:
         yield
     finally:
         if reload_on_sighup:
             loop.remove_signal_handler(signal.SIGHUP)
-        await gateway.aclose()
+        try:
+            await gateway.aclose()
+        finally:
+            second_signal.uninstall()
 
 
 _PROXY_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -13,8 +13,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from .config import ConfigError, GatewayConfig, load_config
+from .redaction import Redactor
 from .warehouse import _cli as warehouse_cli
-from .warehouse._record import redact_query, redacted_names
 
 CONFIG_ENV = "OTEL_GATEWAY_CONFIG"
 
@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--graceful-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM, how long requests in flight may finish (default 30); a second "
+                            "signal exits at once")
     serve.add_argument("--access-log", action="store_true", help="log every request line")
     serve.add_argument("--log-level", default="info")
     check = commands.add_parser("check-config", help="validate a configuration and exit")
@@ -53,6 +56,16 @@ def _check_config(path: str) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, not {text!r}")
+    return value
+
+
 def _config_path(explicit: str | None) -> str | None:
     if explicit:
         return explicit
@@ -76,19 +89,29 @@ def _serve(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options = {"host": args.host, "port": args.port, "access_log": args.access_log, "log_level": args.log_level}
+    from .http._protocol import http_protocol  # the HTTP front with the header, body and time bounds
+
+    options = {"host": args.host, "port": args.port, "access_log": args.access_log, "log_level": args.log_level,
+               "http": http_protocol(config.server)}
+    options["timeout_graceful_shutdown"] = args.graceful_timeout
     if args.workers > 1:
         if path is not None:
             os.environ[CONFIG_ENV] = str(Path(path).resolve())
-        uvicorn.run("otel_gateway.cli:app_from_env", factory=True, workers=args.workers, **options)
+        from ._supervisor import run_workers
+
+        run_workers("otel_gateway.cli:app_from_env", args.workers, **options)
         return 0
     uvicorn.run(_app(config), **options)
     return 0
 
 
 def app_from_env() -> Starlette:
-    """The factory each worker process calls: config from ``OTEL_GATEWAY_CONFIG``."""
+    """The factory each worker process calls: config from ``OTEL_GATEWAY_CONFIG``. SIGINT is left
+    to the supervisor, which relays it (see :mod:`otel_gateway._supervisor`)."""
+    from ._supervisor import ignore_sigint_in_worker
+
     config = load_config(os.environ.get(CONFIG_ENV) or None)
+    ignore_sigint_in_worker()
     return _app(config)
 
 
@@ -103,7 +126,7 @@ def _app(config: GatewayConfig) -> Starlette:
         trace.set_tracer_provider(provider)
     app = create_app(config, tracer_provider=provider, reload_on_sighup=True)
     gateway = app.state.gateway
-    install_access_log_redaction(lambda: gateway.current.config)
+    install_access_log_redaction(lambda: gateway.current.redactor)
     _tune_gc()
     return app
 
@@ -112,34 +135,29 @@ ACCESS_LOGGER = "uvicorn.access"
 
 
 class AccessLogRedaction(logging.Filter):
-    """Redacts the secret-looking query parameters of uvicorn's access log lines by the request
-    log's rule (:func:`~otel_gateway.warehouse._record.redact_query`), with the configuration of
-    the moment, so a reload's ``redact_headers`` apply here too. uvicorn logs
+    """Redacts the query of uvicorn's access log lines by the gateway's one rule
+    (:meth:`~otel_gateway.redaction.Redactor.query`: parameters named like credentials, and any
+    holding a configured secret or a key-shaped value), with the redactor of the configuration of
+    the moment, so a reload's ``redact_headers`` and keys apply here too. uvicorn logs
     ``(client, method, path?query, http version, status)``."""
 
-    def __init__(self, config: Callable[[], GatewayConfig]) -> None:
+    def __init__(self, redactor: Callable[[], Redactor]) -> None:
         super().__init__()
-        self._config = config
-        self._seen: GatewayConfig | None = None
-        self._redacted: frozenset[str] = frozenset()
+        self._redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
-            config = self._config()
-            if config is not self._seen:
-                self._seen, self._redacted = config, redacted_names(config)
-            path, _, query = args[2].partition("?")
-            record.args = (*args[:2], f"{path}?{redact_query(query, self._redacted)}", *args[3:])
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = (*args[:2], self._redactor().url(args[2]), *args[3:])
         return True
 
 
-def install_access_log_redaction(config: Callable[[], GatewayConfig]) -> None:
+def install_access_log_redaction(redactor: Callable[[], Redactor]) -> None:
     """Puts an :class:`AccessLogRedaction` on uvicorn's access logger, replacing one put there before."""
     access = logging.getLogger(ACCESS_LOGGER)
     for installed in [f for f in access.filters if isinstance(f, AccessLogRedaction)]:
         access.removeFilter(installed)
-    access.addFilter(AccessLogRedaction(config))
+    access.addFilter(AccessLogRedaction(redactor))
 
 
 GC_THRESHOLDS = (20_000, 50, 100)

@@ -13,10 +13,14 @@ with ``raise ... from``, and rendered at one boundary (``http._asgi``).
     ├── NotFoundError                 404 not_found_error
     │   └── ModelNotFoundError        404 (code: model_not_found)
     ├── MethodNotAllowedError         405 invalid_request_error (code: http_405)
-    ├── RequestTimeoutError           408 timeout_error (time to first token exceeded)
+    ├── RequestTimeoutError           408 timeout_error (time to first token exceeded; code body_timeout or
+    │                                     header_timeout: the client sent too slowly)
     ├── PayloadTooLargeError          413 invalid_request_error
+    ├── HeadersTooLargeError          431 invalid_request_error (code: request_header_fields_too_large)
     ├── RateLimitError                429 rate_limit_error (+ Retry-After)
     ├── ServiceUnavailableError       503 service_unavailable_error (a store or backend the gateway needs is down)
+    │   └── OverloadedError           503 (code: overloaded, + Retry-After): the gateway's cap on requests in
+    │                                     flight, or a provider account's cap on concurrent requests, is reached
     └── UpstreamError                 502 upstream_error
         ├── UpstreamStatusError       the upstream's 4xx as is, 5xx as 502/503/504
         ├── UpstreamConnectionError   502 (connection refused, reset, DNS)
@@ -31,11 +35,13 @@ from typing import Any
 __all__ = [
     "AuthenticationError",
     "GatewayError",
+    "HeadersTooLargeError",
     "InvalidRequestError",
     "MalformedJSONError",
     "MethodNotAllowedError",
     "ModelNotFoundError",
     "NotFoundError",
+    "OverloadedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -128,6 +134,15 @@ class PayloadTooLargeError(GatewayError):
     code = "request_too_large"
 
 
+class HeadersTooLargeError(GatewayError):
+    """The request line and headers are longer, or the headers more, than the gateway takes. The
+    HTTP front answers it before any of the request reaches the app (``otel_gateway.http._protocol``)."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"
+
+
 class RateLimitError(GatewayError):
     status = 429
     type = "rate_limit_error"
@@ -137,6 +152,18 @@ class RateLimitError(GatewayError):
 class ServiceUnavailableError(GatewayError):
     status = 503
     type = "service_unavailable_error"
+
+
+class OverloadedError(ServiceUnavailableError):
+    """Too much in flight: the gateway's ``max_requests_in_flight``, or the ``max_concurrent_requests``
+    of the provider account ``provider`` (no slot came free within its ``queue_timeout_ms``). It says
+    when to try again in ``Retry-After``; a fallback chain moves on to its next model."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, provider: str = "", retry_after: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, headers={"retry-after": str(retry_after)}, **kwargs)
+        self.provider = provider
 
 
 class UpstreamError(GatewayError):

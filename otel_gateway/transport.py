@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
+import yarl
 
 __all__ = ["AiohttpTransport"]
 
@@ -61,7 +62,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._get_session().request(
                 request.method,
-                str(request.url),
+                # Sent as built: yarl would otherwise unescape what it deems safe (%3A, %40...).
+                yarl.URL(str(request.url), encoded=True),
                 headers=headers,
                 data=data,
                 allow_redirects=False,

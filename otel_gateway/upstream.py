@@ -2,50 +2,33 @@
 
 Every endpoint that talks to a provider (the chat attempt, embeddings and moderations, the
 Messages API, the proxy) converts an upstream error answer or a transport failure here, with
-every configured credential scrubbed from whatever text the provider sent back.
+every credential scrubbed from whatever text the provider sent back (by the one rule of
+:mod:`otel_gateway.redaction`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
 from .errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
+from .redaction import Redactor
 
 if TYPE_CHECKING:
     from .chat._types import Outcome
     from .providers import ProviderAdapter, Route
 
 __all__ = [
-    "Scrubber", "close", "json_object", "note_attempt", "read", "request_id_of", "status_error", "transport_error",
+    "close", "json_object", "note_attempt", "read", "request_id_of", "status_error", "transport_error",
 ]
 
-_KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9_\-*]{6,}")
-"""Anything shaped like an OpenAI or Anthropic (``sk-ant-...``) key."""
 
-
-class Scrubber:
-    """Removes credentials from text: every configured secret, and anything shaped like a key."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED]")
-        # The regex tries every position of the text; a substring test skips it where no key can be.
-        return _KEY_LIKE.sub("[REDACTED]", text) if "sk-" in text else text
-
-
-async def status_error(adapter: ProviderAdapter, response: httpx.Response, scrub: Scrubber) -> UpstreamStatusError:
+async def status_error(adapter: ProviderAdapter, response: httpx.Response, redact: Redactor) -> UpstreamStatusError:
     """The error for an upstream answer with an error status; reads its body (the caller closes it)."""
     body = await read(response)
-    message = scrub(adapter.error_message(response.status_code, body))
+    message = redact.text(adapter.error_message(response.status_code, body))
     retry_after = response.headers.get("retry-after")
     return UpstreamStatusError(
         f"{adapter.name}: {message}", upstream_status=response.status_code, provider=adapter.name,
@@ -53,9 +36,9 @@ async def status_error(adapter: ProviderAdapter, response: httpx.Response, scrub
     )
 
 
-def transport_error(adapter: ProviderAdapter, exc: httpx.HTTPError, scrub: Scrubber) -> UpstreamError:
+def transport_error(adapter: ProviderAdapter, exc: httpx.HTTPError, redact: Redactor) -> UpstreamError:
     """The error for a request that got no answer: 504 on a timeout, else 502."""
-    detail = scrub(str(exc)) or type(exc).__name__
+    detail = redact.text(str(exc)) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         seconds = adapter.config.timeout_ms / 1000
         return UpstreamTimeoutError(

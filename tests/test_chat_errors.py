@@ -238,34 +238,34 @@ def upstream_error(message: str, type_: str = "invalid_request_error", code: str
 
 @pytest.mark.parametrize(("upstream_status", "status", "sdk_error", "expected"), [
     pytest.param(400, 400, openai.BadRequestError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "invalid_request_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "invalid_request_error",
                        "upstream_400"), id="400-kept"),
     pytest.param(404, 404, openai.NotFoundError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "invalid_request_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "invalid_request_error",
                        "upstream_404"), id="404-kept"),
     pytest.param(429, 429, openai.RateLimitError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "rate_limit_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "rate_limit_error",
                        "upstream_429"), id="429-kept"),
     pytest.param(500, 502, openai.InternalServerError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "upstream_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "upstream_error",
                        "upstream_500"), id="500-becomes-502"),
     pytest.param(502, 502, openai.InternalServerError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "upstream_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "upstream_error",
                        "upstream_502"), id="502-stays-502"),
     pytest.param(503, 503, openai.InternalServerError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "upstream_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "upstream_error",
                        "upstream_503"), id="503-kept"),
     pytest.param(504, 504, openai.InternalServerError,
-                 error("oai: Invalid value for 'temperature': must be at most 2.", "upstream_error",
+                 error("oai: Invalid value for 'temperature': must be at most 1.", "upstream_error",
                        "upstream_504"), id="504-kept"),
 ])
 def test_upstream_error_status(client: openai.OpenAI, fake: FakeUpstream, upstream_status: int, status: int,
                                sdk_error: type[openai.APIStatusError], expected: dict[str, Any]) -> None:
     fake.reply = Reply(status=upstream_status,
-                       json=upstream_error("Invalid value for 'temperature': must be at most 2.", code="bad"))
+                       json=upstream_error("Invalid value for 'temperature': must be at most 1.", code="bad"))
 
     with pytest.raises(sdk_error) as raised:
-        client.chat.completions.create(model="oai/gpt-4o", messages=MESSAGES, temperature=3)
+        client.chat.completions.create(model="oai/gpt-4o", messages=MESSAGES, temperature=1.5)
 
     assert raised.value.status_code == status
     assert error_of(raised.value.response, status) == expected

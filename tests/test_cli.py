@@ -14,6 +14,7 @@ from uvicorn.logging import AccessFormatter
 from otel_gateway import cli
 from otel_gateway.cli import AccessLogRedaction, main
 from otel_gateway.config import DOCUMENT_TYPES, GatewayConfig, load_config_text
+from otel_gateway.redaction import Redactor
 from otel_gateway.warehouse import Exchange
 from otel_gateway.warehouse._record import RecordBuilder
 
@@ -135,7 +136,7 @@ def logging_config(redact: str) -> GatewayConfig:
 
 def test_the_access_log_filter_redacts_the_query_by_the_request_logs_rule() -> None:
     configs = [logging_config("x-tenant-ref")]
-    redaction = AccessLogRedaction(lambda: configs[-1])
+    redaction = AccessLogRedaction(lambda: Redactor.for_config(configs[-1]))
     query = "key=sk-1&API_KEY=a&X-Tenant-Ref=t&my%5Ftoken=m&api-key=h&keep=yes&flag"
     record = access_record(f"/v1/chat/completions?{query}")
     assert redaction.filter(record) is True
@@ -160,7 +161,7 @@ def test_the_access_log_filter_redacts_the_query_by_the_request_logs_rule() -> N
 ])
 def test_the_access_log_filter_leaves_other_records_alone(args: tuple[object, ...]) -> None:
     record = logging.LogRecord("uvicorn.access", logging.INFO, "x.py", 1, "%s " * len(args), args, None)
-    assert AccessLogRedaction(lambda: logging_config("x-other")).filter(record) is True
+    assert AccessLogRedaction(lambda: Redactor.for_config(logging_config("x-other"))).filter(record) is True
     assert record.args == args
 
 

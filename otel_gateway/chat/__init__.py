@@ -3,7 +3,7 @@
 from ._assemble import CompletionAssembler
 from ._stream import UpstreamStream
 from ._types import ChatCall, ChatResult, ChunkStream, Completion, Outcome, RequestContext, Send
-from ._upstream import ProviderSend, Scrubber
+from ._upstream import ProviderSend
 
 __all__ = [
     "ChatCall",
@@ -14,7 +14,6 @@ __all__ = [
     "Outcome",
     "ProviderSend",
     "RequestContext",
-    "Scrubber",
     "Send",
     "UpstreamStream",
 ]

@@ -1,7 +1,7 @@
 """The innermost ``send``: one attempt at one provider, owning its ``chatCompletions`` span.
 
 Provider and transport failures become ``GatewayError``s through the shared boundary in
-``otel_gateway.upstream``, with every configured credential scrubbed.
+``otel_gateway.upstream``, with every credential scrubbed (``otel_gateway.redaction``).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from opentelemetry.trace import Tracer
 
 from ..errors import GatewayError
 from ..providers import ProviderAdapter, ProviderRegistry
+from ..redaction import Redactor
 from ..telemetry import ChatInvocation, Invocation, NullInvocation
-from ..upstream import Scrubber, close, json_object, note_attempt, read, request_id_of, status_error, transport_error
+from ..upstream import close, json_object, note_attempt, read, request_id_of, status_error, transport_error
 from ._stream import UpstreamStream, ttft_exceeded
 from ._types import ChatCall, ChunkStream, Completion
 
-__all__ = ["ProviderSend", "Scrubber"]
+__all__ = ["ProviderSend"]
 
 
 class ProviderSend:
@@ -28,12 +29,12 @@ class ProviderSend:
         *,
         tracer: Tracer | None,
         capture_content: bool,
-        scrub: Scrubber,
+        redactor: Redactor,
     ) -> None:
         self._registry = registry
         self._tracer = tracer
         self._capture = capture_content
-        self._scrub = scrub
+        self._redact = redactor
 
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
         route = self._registry.resolve(call.model)
@@ -50,7 +51,7 @@ class ProviderSend:
                 response = await _send(adapter.transport, request, ttft)
             call.context.outcome.provider_request_id = request_id_of(response)
             if response.status_code >= 400:
-                raise await status_error(adapter, response, self._scrub)
+                raise await status_error(adapter, response, self._redact)
             if not call.stream:
                 try:
                     data = json_object(adapter, await read(response))
@@ -65,7 +66,7 @@ class ProviderSend:
             raise
         except httpx.HTTPError as exc:
             await close(response)
-            error = transport_error(adapter, exc, self._scrub)
+            error = transport_error(adapter, exc, self._redact)
             invocation.fail(error)
             raise error from exc
         except asyncio.CancelledError:
@@ -73,7 +74,8 @@ class ProviderSend:
             invocation.cancel()
             raise
         stream = UpstreamStream(
-            response, adapter.stream_translator(call), invocation, include_usage=call.include_usage, scrub=self._scrub
+            response, adapter.stream_translator(call), invocation, include_usage=call.include_usage,
+            scrub=self._redact.text,
         )
         await stream.prefetch(ttft, started_at=started_at)
         return stream
@@ -88,6 +90,7 @@ class ProviderSend:
             provider=adapter.gen_ai_provider,
             server=(adapter.server_address, adapter.server_port),
             capture_content=self._capture,
+            redactor=self._redact,
         )
 
 

@@ -45,6 +45,11 @@ class ProviderConfig(Model):
     models: Mapping[str, str]
     """Model name as addressed through the gateway -> name sent upstream (Azure: deployment)."""
     timeout_ms: int = Field(600_000, gt=0)
+    max_concurrent_requests: int = Field(256, gt=0)
+    """Requests in flight to this provider account at once (each holds a connection of its own pool
+    until its answer is read or its stream ends); more wait for a slot."""
+    queue_timeout_ms: int = Field(100, ge=0)
+    """How long a request waits for one of those slots before it fails with 503 ``overloaded``."""
     api_version: str = "2024-10-21"
     """Azure OpenAI ``api-version`` query parameter."""
     anthropic_version: str = "2023-06-01"
@@ -89,8 +94,18 @@ class ProviderConfig(Model):
             self.api_key and self.api_key.get_secret_value()
         ):
             raise ValueError(f"api_key is required for type {self.type}")
-        if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
+        base = self.base_url
+        if base is not None and not base.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
+        # Every upstream URL is this origin and path, then segments: nothing in it may move the host.
+        if base is not None and "@" in base:
+            raise ValueError("base_url may not hold '@' (user:password@host): put credentials in api_key or headers")
+        if base is not None and ("?" in base or "#" in base):
+            raise ValueError("base_url may not hold a query ('?') or a fragment ('#')")
+        if base is not None and re.search(r"[\\\s\x00-\x1f\x7f]|^https?://(/|$)", base):
+            raise ValueError("base_url needs a host, and may not hold a backslash, spaces or control characters")
+        if self.type == "azure-openai" and any(name in ("", ".", "..") for name in self.models.values()):
+            raise ValueError("an azure-openai deployment (a value of models) cannot be empty, '.' or '..'")
         return self
 
     @property
@@ -112,3 +127,17 @@ class ServerDocument(Model):
 
     type: Literal["gateway-server-config"]
     max_request_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_requests_in_flight: int = Field(2048, gt=0)
+    """Requests the gateway serves at once; more are answered 503 ``overloaded`` before their body is
+    read. The health probes do not count. Above every provider's ``max_concurrent_requests``, so that one
+    provider's trouble fills its own cap first."""
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
+    """The request line and headers of one request, in bytes; longer is answered 431."""
+    max_header_count: int = Field(256, gt=0)
+    """Header fields of one request; more is answered 431."""
+    header_timeout_ms: int = Field(10_000, gt=0)
+    """From a connection's start, or from the first byte of its next request, until the headers are in;
+    a client slower than that is answered 408 and disconnected."""
+    body_idle_timeout_ms: int = Field(30_000, gt=0)
+    """The longest pause between two pieces of a request body while the gateway waits for it; a longer
+    one is answered 408 (or, once the answer started, the connection is closed)."""

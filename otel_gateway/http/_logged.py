@@ -8,11 +8,12 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
-from starlette.types import Receive, Scope
+from starlette.types import Receive, Scope, Send
 
-from ..errors import GatewayError, internal_error
+from ..errors import GatewayError, ServiceUnavailableError, internal_error
 from ..identity import ANONYMOUS, IDENTITY, METADATA
 from ..warehouse import Exchange
 from ._asgi import REQUEST_ID, ClientGone, cancelled_on_disconnect
@@ -41,7 +42,9 @@ def start_exchange(scope: Scope, headers: Mapping[str, str], endpoint: str | Non
 @contextlib.contextmanager
 def logged(gateway: Gateway, exchange: Exchange) -> Iterator[Exchange]:
     """Records how the block ended in ``exchange`` and submits it. A client gone before its request
-    was read ends the block quietly (there is no one to answer); every other error goes on."""
+    was read ends the block quietly (there is no one to answer); every other error goes on. Until
+    then the request log counts the request as in flight, to record it if the process exits first."""
+    gateway.request_log.begin(exchange)
     try:
         yield exchange
     except ClientGone:
@@ -66,6 +69,31 @@ def record_error(exchange: Exchange, error: GatewayError, *, http_status: int | 
     exchange.status = "rate_limited" if error.status == 429 else "error"
     exchange.http_status = error.status if http_status is None else http_status
     exchange.error = error.body()
+
+
+FINAL_EVENT_SECONDS = 0.5
+"""How long the last event of a stream ended by shutdown may wait for a client that does not read."""
+
+
+def shutting_down() -> ServiceUnavailableError:
+    return ServiceUnavailableError("The gateway is shutting down; this stream was ended before it finished.",
+                                   code="shutting_down")
+
+
+async def end_cancelled_stream(send: Send, exchange: Exchange | None) -> None:
+    """Ends an event stream whose task was cancelled after the answer started: by the server at
+    the end of its graceful shutdown (then the client gets a last ``shutting_down`` error event and
+    a complete answer), or because its client left (then sending is a no-op). The record says
+    ``cancelled``; the cancellation ends here, so that the server sees a finished answer."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    if exchange is not None:
+        exchange.status = "cancelled"
+    event = b"data: " + orjson.dumps(shutting_down().body()) + b"\n\n"
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(FINAL_EVENT_SECONDS):
+            await send({"type": "http.response.body", "body": event})
 
 
 QUIET_START = 0.05

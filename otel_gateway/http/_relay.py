@@ -10,7 +10,8 @@ import httpx
 from starlette.types import Send
 
 from ..providers import ProviderAdapter
-from ..upstream import Scrubber, close, json_object, read, request_id_of, status_error, transport_error
+from ..redaction import Redactor
+from ..upstream import close, json_object, read, request_id_of, status_error, transport_error
 from ..warehouse import Exchange
 
 HOP_BY_HOP = frozenset({
@@ -25,7 +26,7 @@ _NOT_RELAYED = HOP_BY_HOP | {"date", "server"}
 
 
 async def open_upstream(
-    adapter: ProviderAdapter, request: httpx.Request, scrub: Scrubber, exchange: Exchange
+    adapter: ProviderAdapter, request: httpx.Request, redact: Redactor, exchange: Exchange
 ) -> httpx.Response:
     """Sends ``request`` and returns the answer with its body unread, if its status is a success;
     an error status or a transport failure raises the ``GatewayError`` the client gets."""
@@ -34,22 +35,22 @@ async def open_upstream(
         response = await adapter.transport.handle_async_request(request)
         exchange.outcome.provider_request_id = request_id_of(response)
         if response.status_code >= 400:
-            raise await status_error(adapter, response, scrub)
+            raise await status_error(adapter, response, redact)
         return response
     except httpx.HTTPError as exc:
         await close(response)
-        raise transport_error(adapter, exc, scrub) from exc
+        raise transport_error(adapter, exc, redact) from exc
     except BaseException:
         await close(response)
         raise
 
 
-async def read_json_object(adapter: ProviderAdapter, response: httpx.Response, scrub: Scrubber) -> tuple[bytes, Any]:
+async def read_json_object(adapter: ProviderAdapter, response: httpx.Response, redact: Redactor) -> tuple[bytes, Any]:
     """The whole body of an answer that must be a JSON object, raw and parsed; closes the answer."""
     try:
         raw = await read(response)
     except httpx.HTTPError as exc:
-        raise transport_error(adapter, exc, scrub) from exc
+        raise transport_error(adapter, exc, redact) from exc
     finally:
         await response.aclose()
     return raw, json_object(adapter, raw)

@@ -17,7 +17,8 @@ from ..runtime import Gateway
 from ..sse import DONE
 from ..warehouse import Exchange
 from ._asgi import headers_of, parse_json_object, read_body, send_json
-from ._logged import logged, record_error, start_exchange, watching_disconnect
+from ._logged import end_cancelled_stream, logged, record_error, start_exchange, watching_disconnect
+from ._params import CHAT, check_body
 
 logger = logging.getLogger("otel_gateway.chat")
 
@@ -76,15 +77,18 @@ async def _send_within_deadline(chat_send: ChatSend, call: ChatCall) -> Completi
 async def stream_to_client(
     stream: ChunkStream, send: Send, context: RequestContext, exchange: Exchange | None = None
 ) -> None:
-    """Passes chunks on as they arrive. A failure after the start becomes a final error event;
-    the stream is closed however the pump ends (a client that leaves cancels it). ``exchange``
+    """Passes chunks on as they arrive. A failure after the start becomes a final error event, and
+    so does the server's cancellation at the end of a graceful shutdown (``shutting_down``); the
+    stream is closed however the pump ends (a client that leaves cancels it). ``exchange``
     keeps a reference to every chunk sent, and the usage the stream saw."""
     headers = _SSE_HEADERS + [(k.encode(), v.encode()) for k, v in context.response_headers.items()]
     sent: list[dict[str, Any]] | None = None
     if exchange is not None:
         sent = exchange.streamed_data = []
+    started = False
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
+        started = True
         try:
             async with asyncio.timeout_at(context.deadline):
                 async for chunk in stream:
@@ -100,6 +104,10 @@ async def stream_to_client(
         if exchange is not None:
             record_error(exchange, exc, http_status=200)
         await send({"type": "http.response.body", "body": b"data: " + orjson.dumps(exc.body()) + b"\n\n"})
+    except asyncio.CancelledError:
+        if not started:
+            raise
+        await end_cancelled_stream(send, exchange)
     finally:
         await stream.aclose()
         if exchange is not None:
@@ -113,30 +121,28 @@ def _stream_usage(stream: ChunkStream) -> Mapping[str, Any] | None:
 
 
 def _validate(body: Mapping[str, Any]) -> None:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequestError("You must provide a model parameter (a non-empty string).", param="model",
-                                  code="missing_required_parameter")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequestError("You must provide messages: a non-empty array of message objects.",
-                                  param="messages", code="missing_required_parameter")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise InvalidRequestError(f"messages[{index}] must be an object with a string 'role'.",
-                                      param=f"messages[{index}]", code="invalid_value")
-    if "stream" in body and not isinstance(body["stream"], bool):
-        raise InvalidRequestError("stream must be a boolean.", param="stream", code="invalid_type")
+    check_body(body, CHAT)
+
+
+MAX_TIMEOUT_MS = 86_400_000
+"""The longest ``x-gateway-request-timeout`` / ``x-gateway-ttft-timeout-ms`` taken (24 h); more is a 400."""
 
 
 def _milliseconds(headers: Mapping[str, str], name: str) -> float | None:
+    """A header of whole milliseconds, 1 to :data:`MAX_TIMEOUT_MS`, in seconds. ASCII digits only
+    (``str.isdigit`` also takes ``²``), and never more of them than the maximum has, so ``int()``
+    is neither refused nor slow, however long the value."""
     value = headers.get(name)
     if value is None:
         return None
-    if not value.isdigit() or int(value) == 0:
+    digits = value.lstrip("0")
+    if not (digits.isascii() and digits.isdigit()):
         raise InvalidRequestError(f"{name} must be a positive whole number of milliseconds.",
                                   param=name, code="invalid_header")
-    return int(value) / 1000
+    if len(digits) > len(str(MAX_TIMEOUT_MS)) or int(digits) > MAX_TIMEOUT_MS:
+        raise InvalidRequestError(f"{name} must be at most {MAX_TIMEOUT_MS} milliseconds (24 hours).",
+                                  param=name, code="invalid_header")
+    return int(digits) / 1000
 
 
 def _deadline(headers: Mapping[str, str]) -> float | None:

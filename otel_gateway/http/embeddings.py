@@ -6,21 +6,24 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 from starlette.types import Receive, Scope, Send
 
-from ..errors import InvalidRequestError
 from ..providers import Route
+from ..redaction import Redactor
 from ..runtime import Gateway
 from ..telemetry import OperationInvocation
-from ..upstream import Scrubber, note_attempt
+from ..upstream import note_attempt
 from ..warehouse import Exchange
 from ._asgi import headers_of, parse_json_object, read_body
 from ._logged import logged, start_exchange, watching_disconnect
+from ._params import EMBEDDINGS, MODERATIONS, Spec, check_body
 from ._relay import open_upstream, read_json_object, send_bytes
 
 Operation = Literal["embeddings", "moderations"]
+_SPECS: Mapping[Operation, Spec] = MappingProxyType({"embeddings": EMBEDDINGS, "moderations": MODERATIONS})
 
 
 class OperationEndpoint:
@@ -35,17 +38,17 @@ class OperationEndpoint:
         with logged(self._gateway, exchange):
             body = parse_json_object(await read_body(scope, receive, runtime.config.server.max_request_body_bytes))
             exchange.request = body
-            exchange.model = _validate(body)
+            exchange.model = _validate(body, self._operation)
             route = runtime.registry.resolve(exchange.model)
             async with watching_disconnect(receive, exchange, stream=False):
-                raw, data = await self._call(route, body, headers, exchange, Scrubber(runtime.config.secrets()))
+                raw, data = await self._call(route, body, headers, exchange, runtime.redactor)
                 exchange.response = data
                 usage = data.get("usage")
                 exchange.usage = usage if isinstance(usage, dict) else None
                 await send_bytes(send, 200, raw, "application/json")
 
     async def _call(
-        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], exchange: Exchange, scrub: Scrubber
+        self, route: Route, body: dict[str, Any], headers: Mapping[str, str], exchange: Exchange, redact: Redactor
     ) -> tuple[bytes, dict[str, Any]]:
         adapter = route.adapter
         note_attempt(exchange.outcome, adapter, route)
@@ -62,8 +65,8 @@ class OperationEndpoint:
         invocation = OperationInvocation.start(self._gateway.services.tracer, self._operation, attributes)
         try:
             with invocation.current():
-                response = await open_upstream(adapter, request, scrub, exchange)
-            raw, data = await read_json_object(adapter, response, scrub)
+                response = await open_upstream(adapter, request, redact, exchange)
+            raw, data = await read_json_object(adapter, response, redact)
         except asyncio.CancelledError:
             invocation.cancel()
             raise
@@ -74,13 +77,9 @@ class OperationEndpoint:
         return raw, data
 
 
-def _validate(body: Mapping[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequestError("You must provide a model parameter (a non-empty string).", param="model",
-                                  code="missing_required_parameter")
-    if body.get("input") is None:
-        raise InvalidRequestError("You must provide an input.", param="input", code="missing_required_parameter")
+def _validate(body: Mapping[str, Any], operation: Operation) -> str:
+    check_body(body, _SPECS[operation])
+    model: str = body["model"]
     return model
 
 

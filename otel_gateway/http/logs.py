@@ -5,7 +5,8 @@ Query parameters are the CLI's filters: ``since``, ``until``, ``model``, ``user`
 ``cursor`` (the previous page's ``next_cursor``). The answer is
 ``{"object": "list", "data": [records...], "has_more": bool, "next_cursor": str | null}``.
 When an auth document is configured only admin keys may read it (403 otherwise); a bad filter
-is a 400 naming it; an unreachable store a 503.
+is a 400 naming it; an unreachable store a 503. Both stores answer alike: ``since`` and ``until``
+beyond years 1-9999 UTC are clamped to them, and a NUL character in a filter is a 400.
 """
 
 from __future__ import annotations

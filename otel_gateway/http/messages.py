@@ -23,7 +23,7 @@ from ..providers.anthropic import openai_usage
 from ..runtime import Gateway
 from ..sse import ServerSentEvent, SSEDecoder
 from ..telemetry import OperationInvocation
-from ..upstream import Scrubber, note_attempt
+from ..upstream import note_attempt
 from ..warehouse import Exchange
 from ._asgi import headers_of, parse_json_object, read_body
 from ._logged import logged, record_error, start_exchange, watching_disconnect
@@ -53,17 +53,17 @@ class MessagesEndpoint:
             adapter = route.adapter
             request = adapter.build_messages_request(body, route.upstream_model, headers)
             note_attempt(exchange.outcome, adapter, route)
-            scrub = Scrubber(runtime.config.secrets())
+            redact = runtime.redactor
             tracer = self._gateway.services.tracer
             invocation = OperationInvocation.start(tracer, SPAN_NAME, _request_attributes(body, exchange, adapter))
             async with watching_disconnect(receive, exchange, stream=exchange.stream):
                 try:
                     with invocation.current():
-                        response = await open_upstream(adapter, request, scrub, exchange)
+                        response = await open_upstream(adapter, request, redact, exchange)
                     if response.headers.get("content-type", "").startswith("text/event-stream"):
                         await _relay_stream(response, send, exchange, invocation, adapter)
                     else:
-                        raw, data = await read_json_object(adapter, response, scrub)
+                        raw, data = await read_json_object(adapter, response, redact)
                         exchange.response, exchange.usage = data, _usage(data)
                         invocation.stop(_response_attributes(data))
                         await _send_answer(send, response, raw)

@@ -10,22 +10,24 @@ size, type and file names); other paths with metadata only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 import httpx
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from .._urls import passthrough_path
 from ..config import GatewayConfig
 from ..errors import InvalidRequestError, MethodNotAllowedError, NotFoundError, UpstreamStreamError
 from ..providers import ProviderAdapter
 from ..runtime import Gateway
-from ..upstream import Scrubber, note_attempt
+from ..upstream import note_attempt
 from ..warehouse import Exchange
 from ._asgi import ClientGone, headers_of
 from ._bodies import LOGGED_JSON_LIMIT, StreamedBody, has_body, logged_body
-from ._logged import logged, record_error, start_exchange, watching_disconnect
+from ._logged import end_cancelled_stream, logged, record_error, start_exchange, watching_disconnect
 from ._relay import forwarded_headers, open_upstream, relayed_headers
 
 PROVIDER_HEADER = "x-gateway-provider"
@@ -54,11 +56,10 @@ class ProxyEndpoint:
             forwarded = forwarded_headers(headers, keep_encoding=not self._log_bodies)
             query = without_client_credentials(exchange.query, _client_credentials(headers, runtime.config))
             request = adapter.build_proxy_request(scope["method"], self._path(scope), query, forwarded, body)
-            scrub = Scrubber(runtime.config.secrets())
             try:
                 async with watching_disconnect(body.receive_after_body if body else receive, exchange):
                     try:
-                        response = await open_upstream(adapter, request, scrub, exchange)
+                        response = await open_upstream(adapter, request, runtime.redactor, exchange)
                     except Exception:
                         if body is not None and body.client_gone:
                             raise ClientGone from None
@@ -73,8 +74,9 @@ class ProxyEndpoint:
 
     async def _relay(self, response: httpx.Response, send: Send, exchange: Exchange, adapter: ProviderAdapter) -> None:
         """The answer, chunk by chunk. A failure after the start ends an event stream with a
-        final error event; any other body is cut (the connection closes), so that the client
-        cannot take a truncated body for a whole one."""
+        final error event (so does the server's cancellation at the end of a graceful shutdown);
+        any other body is cut (the connection closes), so that the client cannot take a truncated
+        body for a whole one."""
         content_type = response.headers.get("content-type", "")
         exchange.http_status = response.status_code
         exchange.stream = content_type.startswith("text/event-stream")
@@ -99,16 +101,20 @@ class ProxyEndpoint:
                 event = b"data: " + orjson.dumps(error.body()) + b"\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            if not exchange.stream:
+                raise
+            await end_cancelled_stream(send, exchange)
         finally:
             await response.aclose()
             exchange.response = logged_body(content_type, size, bytes(head), whole=keep)
 
     @staticmethod
     def _path(scope: Scope) -> str:
-        """The path as the client sent it (still percent-encoded), if it stays where it says it is."""
-        if any(segment in (".", "..") for segment in scope["path"].split("/")):
-            raise InvalidRequestError("The path may not hold '.' or '..' segments.", code="invalid_path")
-        return (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        """The path as the client sent it (``raw_path``: still percent-encoded, never decoded here),
+        if each of its segments stays one segment (400 ``invalid_path`` if not: see ``passthrough_path``)."""
+        raw = scope.get("raw_path")
+        return passthrough_path(raw.decode("latin-1") if raw else quote(scope["path"], safe="/!$&'()*+,;=:"))
 
     def _provider_name(self, scope: Scope, headers: Mapping[str, str]) -> str:
         name = headers.get(PROVIDER_HEADER, "").strip()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..config import GatewayConfig, ProviderType
+from ..config import GatewayConfig, ProviderConfig, ProviderType
 from ..errors import ModelNotFoundError, NotFoundError
 from ._base import ProviderAdapter, StreamTranslator
 from .anthropic import AnthropicAdapter
@@ -39,20 +39,18 @@ class ProviderRegistry:
     def __init__(
         self,
         config: GatewayConfig,
-        transport_for: Callable[[httpx.AsyncBaseTransport | None], httpx.AsyncBaseTransport],
+        transport_for: Callable[[ProviderConfig, httpx.AsyncBaseTransport | None], httpx.AsyncBaseTransport],
     ) -> None:
-        """``transport_for(own)`` gives the transport to send through (``own`` wrapped for tracing,
-        or the shared pool for ``None``)."""
+        """``transport_for(provider, own)`` gives the transport the provider account sends through:
+        ``own`` (the adapter's own, if it has one) or the account's pool, with its cap and tracing."""
         self._routes: dict[str, Route] = {}
         self._adapters: dict[str, ProviderAdapter] = {}
-        shared = transport_for(None)
         self._own: list[httpx.AsyncBaseTransport] = []
         for provider in config.providers:
             adapter_type = ADAPTERS[provider.type]
             own = adapter_type.own_transport(provider)
-            transport = shared
+            transport = transport_for(provider, own)
             if own is not None:
-                transport = transport_for(own)
                 self._own.append(transport)
             adapter = self._adapters[provider.name] = adapter_type(provider, transport)
             for model, upstream_model in provider.models.items():
@@ -86,6 +84,6 @@ class ProviderRegistry:
         return self._routes[model_id].adapter.name
 
     async def aclose(self) -> None:
-        """Closes the transports of adapters that have their own; the shared pool is the caller's."""
+        """Closes the transports of adapters that have their own; the accounts' pools are the caller's."""
         for transport in self._own:
             await transport.aclose()

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from .._urls import Upstream, passthrough_path, path_segment
 from ..config import ProviderConfig
 from ..errors import InvalidRequestError
 from ..sse import ServerSentEvent
@@ -46,12 +47,15 @@ class ProviderAdapter(ABC):
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.config = config
-        self.transport = transport
+        self.upstream = Upstream(config.url, config.name)
+        """The provider's origin: every upstream URL is built from it and checked against it."""
+        self.transport: httpx.AsyncBaseTransport = OriginGuard(transport, self.upstream)
         """Where requests go. The attempt layer calls it directly: no client-side cookies,
         redirects or auth hooks, which a gateway must not apply and should not pay for."""
         self._extensions = {"timeout": httpx.Timeout(config.timeout_ms / 1000).as_dict()}
-        self._urls: dict[str, httpx.URL] = {}
-        """Parsed upstream URLs (a few per provider): parsing one costs more than building the request."""
+        self._urls: dict[tuple[tuple[str, ...], str], httpx.URL] = {}
+        """The URLs of fixed endpoints (a few per provider, names from config): building one costs
+        more than building the request."""
         url = urlsplit(config.url)
         self.server_address = url.hostname or ""
         self.server_port = url.port or (443 if url.scheme == "https" else 80)
@@ -107,8 +111,17 @@ class ProviderAdapter(ABC):
         return self._post(self.operation_url(operation, upstream_model), {**body, "model": upstream_model},
                           self.auth_headers())
 
-    def operation_url(self, operation: str, upstream_model: str) -> str:
-        return f"{self.config.url}/{operation}"
+    def operation_url(self, operation: str, upstream_model: str) -> httpx.URL:
+        return self.endpoint_url(*operation.split("/"))
+
+    def endpoint_url(self, *segments: str, query: str = "") -> httpx.URL:
+        """The URL of ``segments`` (names, each quoted whole into one path segment) after the base
+        path, with ``query``; built once per endpoint."""
+        key = (segments, query)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = self.upstream.url("".join("/" + path_segment(s) for s in segments), query)
+        return url
 
     def build_messages_request(
         self, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
@@ -125,17 +138,25 @@ class ProviderAdapter(ABC):
         headers: Mapping[str, str],
         content: bytes | AsyncIterable[bytes] | None,
     ) -> httpx.Request:
-        """A request passed through as it is to ``path`` (as the client sent it: ``/v1/...``), with
-        this provider's credentials. ``headers`` are the client's, already rid of its credentials
-        and of hop-by-hop headers; ``content`` may be an async byte stream, sent as it arrives."""
+        """A request passed through as it is to ``path`` (as the client sent it: ``/v1/...``,
+        percent-encoded; refused with ``invalid_path`` unless each segment stays one, see
+        ``passthrough_path``), with this provider's credentials. ``headers`` are the client's,
+        already rid of its credentials and of hop-by-hop headers; ``content`` may be an async byte
+        stream, sent as it arrives."""
+        url = self.proxy_url(passthrough_path(path), query)
         headers = {**self.proxy_default_headers(), **headers, **self.auth_headers(), **self.config.headers}
-        return httpx.Request(method, self.proxy_url(path, query), headers=headers, content=content,
-                             extensions=self._extensions)
+        return self._request(method, url, headers, content=content)
 
-    def proxy_url(self, path: str, query: str) -> str:
-        """Where a passed-through ``/v1/...`` path goes: OpenAI-style base URLs end in the version."""
-        url = self.config.url + path.removeprefix("/v1")
-        return f"{url}?{query}" if query else url
+    def proxy_url(self, path: str, query: str) -> httpx.URL:
+        """Where a passed-through (and checked) ``/v1/...`` path goes, with the client's query."""
+        return self.upstream.url(self.proxy_path(path), self.proxy_query(query))
+
+    def proxy_path(self, path: str) -> str:
+        """The path under the base URL for a ``/v1/...`` path: OpenAI-style base URLs end in the version."""
+        return path.removeprefix("/v1")
+
+    def proxy_query(self, query: str) -> str:
+        return query
 
     def proxy_default_headers(self) -> dict[str, str]:
         """Headers a passed-through request gets unless the client sent its own."""
@@ -147,24 +168,43 @@ class ProviderAdapter(ABC):
             param="model", code="unsupported_endpoint",
         )
 
-    def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
-        # Asks for an uncompressed answer: it passes through without a decoder.
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = self._urls[url] = httpx.URL(url)
-        return json_request(parsed, orjson.dumps(body), {**_JSON_HEADERS, **headers, **self.config.headers},
-                            self._extensions)
+    def _post(self, url: httpx.URL, body: dict[str, Any], headers: dict[str, str]) -> httpx.Request:
+        """A ``POST`` of ``body`` as JSON (read already), its headers given whole (``Host`` and
+        ``Content-Length`` included), so httpx has no defaults to merge in: the cheap way to a
+        request. Asks for an uncompressed answer: it passes through without a decoder."""
+        content = orjson.dumps(body)
+        headers = {**_JSON_HEADERS, **headers, **self.config.headers}
+        raw = [(b"host", url.netloc), *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
+               (b"content-length", str(len(content)).encode())]
+        request = self._request("POST", url, raw, stream=httpx.ByteStream(content))
+        request.read()
+        return request
+
+    def _request(self, method: str, url: httpx.URL, headers: Mapping[str, str] | list[tuple[bytes, bytes]], *,
+                 content: bytes | AsyncIterable[bytes] | None = None,
+                 stream: httpx.AsyncByteStream | None = None) -> httpx.Request:
+        """Every upstream request is made here, for a URL ``self.upstream`` built (and checked);
+        ``self.transport`` checks it again before sending."""
+        return httpx.Request(method, url, headers=headers, content=content, stream=stream, extensions=self._extensions)
 
 
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json", "accept-encoding": "identity"}
 
 
-def json_request(url: httpx.URL, content: bytes, headers: Mapping[str, str],
-                 extensions: dict[str, Any]) -> httpx.Request:
-    """A ``POST`` of ``content`` (read already), its headers given whole (``Host`` and
-    ``Content-Length`` included), so httpx has no defaults to merge in: the cheap way to a request."""
-    raw = [(b"host", url.netloc), *((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()),
-           (b"content-length", str(len(content)).encode())]
-    request = httpx.Request("POST", url, headers=raw, stream=httpx.ByteStream(content), extensions=extensions)
-    request.read()
-    return request
+class OriginGuard(httpx.AsyncBaseTransport):
+    """An adapter's transport: the last check every upstream request passes, whoever built it.
+    A request whose URL left the provider's origin raises (500 ``upstream_origin_mismatch``) and
+    is never handed to the transport below."""
+
+    __slots__ = ("_transport", "_upstream")
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, upstream: Upstream) -> None:
+        self._transport = transport
+        self._upstream = upstream
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._upstream.check(request.url)
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Closes nothing: the transport below is its maker's to close."""

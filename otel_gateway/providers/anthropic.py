@@ -43,7 +43,7 @@ class AnthropicAdapter(ProviderAdapter):
 
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:
         headers = {"x-api-key": self.config.secret(), "anthropic-version": self.config.anthropic_version}
-        return self._post(f"{self.config.url}/v1/messages", messages_body(call.params(), upstream_model), headers)
+        return self._post(self.endpoint_url("v1", "messages"), messages_body(call.params(), upstream_model), headers)
 
     def build_messages_request(
         self, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
@@ -52,7 +52,7 @@ class AnthropicAdapter(ProviderAdapter):
         for name in _CLIENT_HEADERS:
             if name in client_headers:
                 headers[name] = client_headers[name]
-        return self._post(f"{self.config.url}/v1/messages", {**body, "model": upstream_model}, headers)
+        return self._post(self.endpoint_url("v1", "messages"), {**body, "model": upstream_model}, headers)
 
     def auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self.config.secret()}
@@ -60,9 +60,8 @@ class AnthropicAdapter(ProviderAdapter):
     def proxy_default_headers(self) -> dict[str, str]:
         return {"anthropic-version": self.config.anthropic_version}
 
-    def proxy_url(self, path: str, query: str) -> str:
-        url = self.config.url + path
-        return f"{url}?{query}" if query else url
+    def proxy_path(self, path: str) -> str:
+        return path
 
     def translate_response(self, data: dict[str, Any], call: ChatCall) -> dict[str, Any]:
         texts: list[str] = []

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import ClassVar
 from urllib.parse import parse_qsl, quote
 
+import httpx
+
 from .openai import OpenAIAdapter
 
 
@@ -16,18 +18,21 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     gen_ai_provider = "azure.ai.openai"
     operations: ClassVar[frozenset[str]] = frozenset({"embeddings"})
 
-    def chat_url(self, upstream_model: str) -> str:
+    def chat_url(self, upstream_model: str) -> httpx.URL:
         return self.operation_url("chat/completions", upstream_model)
 
-    def operation_url(self, operation: str, upstream_model: str) -> str:
-        deployment = quote(upstream_model, safe="")
-        return f"{self.config.url}/openai/deployments/{deployment}/{operation}?api-version={self._version}"
+    def operation_url(self, operation: str, upstream_model: str) -> httpx.URL:
+        """The deployment (``upstream_model``, from the config's model map) is one path segment, quoted whole."""
+        return self.endpoint_url("openai", "deployments", upstream_model, *operation.split("/"),
+                                 query=f"api-version={self._version}")
 
-    def proxy_url(self, path: str, query: str) -> str:
-        url = f"{self.config.url}/openai{path.removeprefix('/v1')}"
-        if not any(name == "api-version" for name, _ in parse_qsl(query, keep_blank_values=True)):
-            query = f"{query}&api-version={self._version}" if query else f"api-version={self._version}"
-        return f"{url}?{query}"
+    def proxy_path(self, path: str) -> str:
+        return "/openai" + path.removeprefix("/v1")
+
+    def proxy_query(self, query: str) -> str:
+        if any(name == "api-version" for name, _ in parse_qsl(query, keep_blank_values=True)):
+            return query
+        return f"{query}&api-version={self._version}" if query else f"api-version={self._version}"
 
     @property
     def _version(self) -> str:

@@ -27,8 +27,8 @@ class OpenAIAdapter(ProviderAdapter):
     def _auth(self) -> dict[str, str]:
         return self.auth_headers()
 
-    def chat_url(self, upstream_model: str) -> str:
-        return f"{self.config.url}/chat/completions"
+    def chat_url(self, upstream_model: str) -> httpx.URL:
+        return self.endpoint_url("chat", "completions")
 
     def auth_headers(self) -> dict[str, str]:
         secret = self.config.secret()

@@ -15,6 +15,7 @@ from opentelemetry.trace import Tracer
 
 from ..chat._types import Send
 from ..config import GatewayConfig
+from ..redaction import Redactor
 from .cache import CacheBackends, ResponseCache
 from .fallback import Fallback
 from .health import HealthObserver, HealthRegistry
@@ -44,7 +45,10 @@ class ChainServices:
             await self.cache_backends.aclose()
 
 
-def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServices) -> Send:
+def build_chain(
+    config: GatewayConfig, provider_send: Send, services: ChainServices, *, redactor: Redactor | None = None
+) -> Send:
+    """``redactor``: the configuration's, for what the layers' spans show of the request."""
     send = provider_send
     if config.load_balancing is not None:
         send = RetryLayer(HealthObserver(send, services.health), rng=services.rng)
@@ -58,5 +62,5 @@ def build_chain(config: GatewayConfig, provider_send: Send, services: ChainServi
         send = ResponseCache(send, config.cache, services.cache_backends.get(config.cache), tracer=services.tracer)
     if config.rate_limiting is not None:
         backend = services.rate_limit_backends.get(config.rate_limiting)
-        send = RateLimiter(send, config.rate_limiting, backend, tracer=services.tracer)
+        send = RateLimiter(send, config.rate_limiting, backend, tracer=services.tracer, redactor=redactor)
     return send

@@ -6,7 +6,8 @@ unchanged. It falls back when the attempt fails
 
 - with an upstream status in ``when.response_status_codes`` (absent: any 5xx or 429),
 - without an answer (timeout, connection refused or reset, stream ended before its first chunk),
-- or, always, with the time-to-first-token timeout (408),
+- or, always, with the time-to-first-token timeout (408) or 503 ``overloaded`` (the provider
+  account's ``max_concurrent_requests`` is reached: the next model may be elsewhere),
 
 to each of ``fallback_models`` in order, as ``call.retarget(target, override_params)``: the
 client's request is never changed. A fallback that fails the same way moves on to the next; one
@@ -31,7 +32,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from ..chat._types import ChatCall, ChunkStream, Completion, Send
 from ..config import FallbackDocument, FallbackRule
-from ..errors import GatewayError, RequestTimeoutError
+from ..errors import GatewayError, OverloadedError, RequestTimeoutError
 from ._attempts import CHAT_METHOD, CHAT_PATH, is_transport_failure, out_of_time, send_in_span, status_of, time_left
 from ._match import matches
 
@@ -133,7 +134,7 @@ def _trigger(rule: FallbackRule) -> Callable[[GatewayError], bool]:
     statuses = rule.when.response_status_codes
 
     def falls_back(error: GatewayError) -> bool:
-        if isinstance(error, RequestTimeoutError) or is_transport_failure(error):
+        if isinstance(error, (RequestTimeoutError, OverloadedError)) or is_transport_failure(error):
             return True
         status = status_of(error)
         if status is None:

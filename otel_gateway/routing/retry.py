@@ -1,8 +1,9 @@
 """Retries of one target, per a ``retry_config``.
 
 Up to ``attempts`` tries in all. A try is repeated when it failed with an upstream status in
-``on_status_codes`` (the time-to-first-token timeout counts as 408), or without an answer at all
-(timeout, connection refused or reset, stream ended before its first chunk). Before try ``n + 1``
+``on_status_codes`` (the time-to-first-token timeout counts as 408, the provider account's own
+cap on concurrent requests, 503 ``overloaded``, as 503), or without an answer at all (timeout,
+connection refused or reset, stream ended before its first chunk). Before try ``n + 1``
 it waits a random time between 0 and ``delay * 2**(n-1)`` ms ("full jitter"), capped at
 :data:`MAX_BACKOFF`, and at least as long as the upstream's ``Retry-After`` (in seconds); an
 upstream asking for more than :data:`MAX_BACKOFF` is not retried. A wait that would end past the
@@ -20,7 +21,7 @@ from opentelemetry import trace
 
 from ..chat._types import ChatCall, ChunkStream, Completion, Send
 from ..config import RetryConfig
-from ..errors import GatewayError
+from ..errors import GatewayError, OverloadedError
 from ._attempts import is_transport_failure, out_of_time, status_of, time_left
 
 __all__ = ["MAX_BACKOFF", "Retry", "RetryLayer"]
@@ -46,6 +47,8 @@ class Retry:
         self._sleep = sleep
 
     def retryable(self, error: GatewayError) -> bool:
+        if isinstance(error, OverloadedError):
+            return error.status in self._statuses
         return is_transport_failure(error) or status_of(error) in self._statuses
 
     def backoff(self, tries: int) -> float:

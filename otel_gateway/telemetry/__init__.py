@@ -1,8 +1,9 @@
 """Tracing: the SERVER span middleware, the ``chatCompletions`` lifecycle and that of other GenAI
-calls, setup from the environment."""
+calls, the upstream HTTP CLIENT span, setup from the environment."""
 
 from typing import TypeAlias
 
+from ._client import traced_transport
 from ._genai import ChatInvocation, NullInvocation
 from ._operation import OperationInvocation
 from ._server import ServerSpanMiddleware
@@ -17,6 +18,7 @@ __all__ = [
     "OperationInvocation",
     "ServerSpanMiddleware",
     "capture_content",
+    "traced_transport",
     "tracer_provider_from_env",
     "tracing_enabled",
 ]

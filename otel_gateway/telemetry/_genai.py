@@ -4,22 +4,28 @@ Request attributes are set when the span starts (so samplers see them), response
 when it stops, ``error.type`` when it fails. Prompts and completions are indexed
 (``gen_ai.prompt.{i}.*``, ``gen_ai.completion.{i}.*``) and each prompt message is also an event
 named by its role. With content capture off, every attribute that carries text is left out.
+Every string attribute, of the span and of its events, passes the configuration's redaction
+(``otel_gateway.redaction``): a credential pasted into a prompt, a tool call's arguments or a
+completion reads ``[REDACTED]``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 from opentelemetry.trace import Span, SpanKind, Tracer
 
+from ..redaction import Redactor
 from ._operation import OperationInvocation
 
 SPAN_NAME = "chatCompletions"
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+_SEPARATOR = "\x00"
+"""Joins attribute strings for one redaction test: no secret holds it, no key-shaped word spans it."""
 
 _REQUEST_PARAMS = {
     "max_tokens": "gen_ai.request.max_tokens",
@@ -38,11 +44,12 @@ class ChatInvocation:
     """Owns one ``chatCompletions`` span from request to the last chunk; ``stop``, ``fail`` and
     ``cancel`` are idempotent, the first one wins."""
 
-    __slots__ = ("_capture", "_first_chunk", "_lifecycle", "_started")
+    __slots__ = ("_capture", "_first_chunk", "_lifecycle", "_redact", "_started")
 
-    def __init__(self, span: Span, capture_content: bool) -> None:
+    def __init__(self, span: Span, capture_content: bool, redactor: Redactor) -> None:
         self._lifecycle = OperationInvocation(span)
         self._capture = capture_content
+        self._redact = redactor
         self._started = time.monotonic()
         self._first_chunk: float | None = None
 
@@ -60,6 +67,7 @@ class ChatInvocation:
         provider: str,
         server: tuple[str, int],
         capture_content: bool,
+        redactor: Redactor,
     ) -> ChatInvocation:
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
@@ -84,12 +92,19 @@ class ChatInvocation:
             messages = ()
         # One attributes dict at the start: the SDK validates and stores them in one pass.
         attributes.update(_prompt_attributes(messages, capture_content))
+        clean = not redactor.holds_secret(_joined(attributes))
+        if not clean:
+            _redact(redactor, attributes)
         span = tracer.start_span(SPAN_NAME, kind=SpanKind.CLIENT, attributes=attributes)
         if span.is_recording():
-            for message in messages:
-                if isinstance(message, Mapping):
-                    span.add_event(*_message_event(message, provider, capture_content))
-        return cls(span, capture_content)
+            events = [_message_event(m, provider, capture_content) for m in messages if isinstance(m, Mapping)]
+            # The events repeat what the prompt attributes hold, but for the tool calls' JSON.
+            if not clean or redactor.holds_secret(_SEPARATOR.join(e.get("tool_calls", "") for _, e in events)):
+                for _, event in events:
+                    _redact(redactor, event)
+            for name, event in events:
+                span.add_event(name, event)
+        return cls(span, capture_content, redactor)
 
     def current(self) -> contextlib.AbstractContextManager[None]:
         """Makes the span the parent of the upstream HTTP call's CLIENT span."""
@@ -102,15 +117,24 @@ class ChatInvocation:
                 self.span.set_attribute("gen_ai.response.time_to_first_chunk", self._first_chunk - self._started)
 
     def stop(self, completion: Mapping[str, Any]) -> None:
-        self._lifecycle.stop(lambda: _response_attributes(completion, self._capture))
+        self._lifecycle.stop(self._response(completion))
 
     def fail(self, error: BaseException, partial: Mapping[str, Any] | None = None) -> None:
         """``partial``: what a stream that failed after it started had delivered."""
-        self._lifecycle.fail(error, None if partial is None else lambda: _response_attributes(partial, self._capture))
+        self._lifecycle.fail(error, None if partial is None else self._response(partial))
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
         """The client went away mid-stream: record what had arrived and end the span."""
-        self._lifecycle.cancel(None if partial is None else lambda: _response_attributes(partial, self._capture))
+        self._lifecycle.cancel(None if partial is None else self._response(partial))
+
+    def _response(self, completion: Mapping[str, Any]) -> Callable[[], dict[str, Any]]:
+        def attributes() -> dict[str, Any]:
+            out = _response_attributes(completion, self._capture)
+            if self._redact.holds_secret(_joined(out)):
+                _redact(self._redact, out)
+            return out
+
+        return attributes
 
 
 class NullInvocation:
@@ -132,6 +156,28 @@ class NullInvocation:
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
         pass
+
+
+def _joined(attributes: Mapping[str, Any]) -> str:
+    """Every string of ``attributes``, in lists too, for one redaction test: most spans hold
+    nothing to redact, and one scan of their joined text is cheaper than one per string."""
+    strings = []
+    for value in attributes.values():
+        if type(value) is str:
+            strings.append(value)
+        elif type(value) is list:
+            strings.extend(v for v in value if type(v) is str)
+    return _SEPARATOR.join(strings)
+
+
+def _redact(redactor: Redactor, attributes: dict[str, Any]) -> None:
+    """Redacts every string of ``attributes`` in place, in lists too."""
+    text = redactor.text
+    for key, value in attributes.items():
+        if type(value) is str:
+            attributes[key] = text(value)
+        elif type(value) is list:
+            attributes[key] = [text(v) if type(v) is str else v for v in value]
 
 
 def _content_text(content: Any) -> str:

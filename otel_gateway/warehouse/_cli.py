@@ -20,7 +20,7 @@ import orjson
 from .._urls import redact_url
 from ..config import ConfigError, load_config
 from ..config._logging import DEFAULT_STORE
-from ._query import STATUSES, FilterError, build_filters, parse_metadata_pair
+from ._query import METADATA_PREFIX, STATUSES, FilterError, build_filters, parse_metadata_pair
 from ._store import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
             status=args.status, metadata=[parse_metadata_pair(m) for m in args.metadata], limit=args.limit,
             cursor=args.cursor)
     except FilterError as exc:
-        print(f"otel-gateway logs: --{exc.param}: {exc.message}", file=err)
+        flag = "metadata" if exc.param.startswith(METADATA_PREFIX) else exc.param
+        print(f"otel-gateway logs: --{flag}: {exc.message}", file=err)
         return 2
     url = args.store or _configured_store(args.config, err)
     if url is None:

@@ -4,6 +4,11 @@
 it is full or every flush interval, builds its records in a thread (redaction, token counting,
 pricing, scrubbing), and hands the batch to each sink. ``aclose`` (the app's shutdown, SIGTERM)
 writes what is queued before it returns.
+
+Requests in flight are known too (``begin``, at their start): ``aclose`` waits a moment for them
+to end and records those still going as ``cancelled``, and ``write_now`` (a second signal, the
+process about to exit at once) writes their records and the queued ones within a second, to the
+store or else to the spool.
 """
 
 from __future__ import annotations
@@ -26,10 +31,15 @@ from ._otlp import OtlpLogSink, logger_provider_from_env
 from ._record import RecordBuilder
 from ._sinks import JsonlSink, RateLimitedLog, Records, Sink, Stats, StoreSink
 from ._spool import Spool
-from ._store import Store
+from ._store import Store, StoreUnavailable
 from ._stores import store_for
 
 logger = logging.getLogger("otel_gateway.warehouse")
+
+SETTLE_SECONDS = 2.0
+"""How long ``aclose`` waits for the requests still in flight (the server has cancelled them) to end."""
+WRITE_NOW_SECONDS = 1.0
+"""The bound of ``write_now``: what the store has not taken by then goes to the spool."""
 
 
 class RequestLogPipeline:
@@ -49,6 +59,13 @@ class RequestLogPipeline:
         self.sinks = tuple(sinks)
         self.stats = stats or Stats()
         self._queue: collections.deque[Exchange] = collections.deque()
+        self._in_flight: dict[int, Exchange] = {}
+        """Exchanges begun and not yet submitted, by ``id``."""
+        self._taken: dict[int, Exchange] = {}
+        """In-flight exchanges whose records shutdown wrote: their late ``submit`` is ignored."""
+        self._idle: asyncio.Event | None = None
+        self._delivering: Records = []
+        """The batch the worker is handing to the sinks."""
         self._queue_size, self._batch_size, self._interval = queue_size, batch_size, flush_interval
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -127,9 +144,23 @@ class RequestLogPipeline:
 
     # -- the request path ----------------------------------------------------------------------
 
+    @property
+    def in_flight(self) -> int:
+        """Requests begun whose exchange is not submitted yet."""
+        return len(self._in_flight)
+
+    def begin(self, exchange: Exchange) -> None:
+        """Notes a request starting: until it is submitted, shutdown writes its record (``cancelled``)."""
+        self._in_flight[id(exchange)] = exchange
+
     def submit(self, exchange: Exchange) -> None:
         """Queues the finished exchange; never blocks, never raises."""
         try:
+            key = id(exchange)
+            if self._in_flight.pop(key, None) is None and self._taken.get(key) is exchange:
+                return  # shutdown recorded it as cancelled already
+            if self._idle is not None and not self._in_flight:
+                self._idle.set()
             exchange.finish()
             self.stats.submitted += 1
             if not self.sinks:  # ``store: none`` and no other sink: no record to build
@@ -154,11 +185,18 @@ class RequestLogPipeline:
         """Writes every queued record now."""
         await self._drain()
 
-    async def aclose(self) -> None:
-        """Writes what is queued, then closes the sinks. Idempotent."""
+    async def aclose(self, settle: float = SETTLE_SECONDS) -> None:
+        """Waits up to ``settle`` seconds for the requests in flight to end and records those still
+        going as ``cancelled``; writes what is queued, then closes the sinks. Idempotent."""
         if self._closed:
             return
+        if self._in_flight:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settle):
+                    await self._idle.wait()
         self._closed = True
+        self._take_over_in_flight()
         if self._task is not None:
             assert self._wakeup is not None
             self._wakeup.set()
@@ -169,6 +207,67 @@ class RequestLogPipeline:
                 if isinstance(sink, StoreSink) and sink.spool.pending:
                     await self._guard(sink.replay())
                 await self._guard(sink.aclose())
+
+    async def write_now(self, timeout: float = WRITE_NOW_SECONDS) -> int:
+        """For a process about to exit at once: records every request in flight as ``cancelled``,
+        and writes their records and the queued ones to every sink within ``timeout`` seconds; what
+        the store has not taken by then (or a batch the worker is still delivering) is written to
+        the spool as a segment of its own. Closes the request log; returns how many records."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._closed = True
+        self._take_over_in_flight()
+        batch = list(self._queue)
+        self._queue.clear()
+        records = self._build(batch)  # on the loop: there is nothing else left to do
+        try:
+            async with asyncio.timeout_at(deadline - timeout / 2):
+                await self._lock.acquire()
+        except TimeoutError:  # the worker is stuck on a sink: spool its batch too
+            records = records + self._delivering
+            self._spool_now(records, self.sinks)
+            return len(records)
+        try:
+            unwritten = []
+            for sink in self.sinks:
+                try:
+                    if isinstance(sink, StoreSink) and sink.spool.pending:
+                        raise StoreUnavailable("records wait in the spool")
+                    async with asyncio.timeout_at(deadline):
+                        await (sink.store.write(records) if isinstance(sink, StoreSink) else sink.write(records))
+                except Exception as exc:
+                    logger.warning("the %s request log sink did not take %d record(s) at exit: %r",
+                                   sink.name, len(records), exc)
+                    unwritten.append(sink)
+                else:
+                    if isinstance(sink, StoreSink):
+                        self.stats.written += len(records)
+            self._spool_now(records, unwritten)
+        finally:
+            self._lock.release()
+        return len(records)
+
+    def _spool_now(self, records: Records, sinks: Sequence[Sink]) -> None:
+        for sink in sinks:
+            if isinstance(sink, StoreSink) and records:
+                try:
+                    path = sink.spool.write_segment(records)
+                except Exception:
+                    self._drop(len(records), "the store did not take them at exit and the spool failed")
+                    logger.exception("spooling %d request log record(s) at exit failed", len(records))
+                else:
+                    self.stats.spooled += len(records)
+                    logger.warning("spooled %d request log record(s) at exit to %s", len(records), path)
+
+    def _take_over_in_flight(self) -> None:
+        """Queues the record of each request still in flight, as ``cancelled``."""
+        for key, exchange in self._in_flight.items():
+            exchange.status = "cancelled"
+            exchange.finish()
+            self.stats.submitted += 1
+            self._taken[key] = exchange
+            self._queue.append(exchange)
+        self._in_flight.clear()
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -194,7 +293,11 @@ class RequestLogPipeline:
                 batch = [self._queue.popleft() for _ in range(count)]
                 records = await asyncio.to_thread(self._build, batch)
                 if records:
-                    await self._deliver(records)
+                    self._delivering = records
+                    try:
+                        await self._deliver(records)
+                    finally:
+                        self._delivering = []
 
     def _build(self, batch: list[Exchange]) -> Records:
         builder = self._builder

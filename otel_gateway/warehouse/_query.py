@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 from ._exchange import Status
-from ._store import DEFAULT_LIMIT, MAX_LIMIT, LogFilters, decode_cursor
+from ._store import DEFAULT_LIMIT, MAX_LIMIT, LogFilters, decode_cursor, to_micros
 
 STATUSES: tuple[str, ...] = get_args(Status)
 METADATA_PREFIX = "metadata."
@@ -20,6 +20,13 @@ QUERY_PARAMS = ("since", "until", "model", "user", "project", "status", "limit",
 _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+"""The instants both stores can represent (SQLite keeps µs in an integer; a PostgreSQL parameter is
+a Python datetime): a time outside is clamped to them, since no record can lie beyond, and a cursor
+outside is refused (no page ends there)."""
+_CURSOR_RANGE = range(to_micros(EARLIEST), to_micros(LATEST) + 1)
 
 
 class FilterError(ValueError):
@@ -44,7 +51,10 @@ def parse_time(value: str, *, param: str = "since", now: datetime | None = None)
     except ValueError:
         raise FilterError(param, f"{value!r} is neither a duration like 30m, 1h, 2d nor an ISO 8601 time "
                                  "like 2025-03-05T16:00:00Z") from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    # 0001-01-01T00:00:00+14:00 is in year 0 in UTC, 9999-12-31T23:59:59-14:00 in year 10000.
+    return EARLIEST if moment < EARLIEST else LATEST if moment > LATEST else moment
 
 
 def parse_metadata_pair(text: str, *, param: str = "metadata") -> tuple[str, str]:
@@ -72,14 +82,15 @@ def build_filters(
     if status and status not in STATUSES:
         raise FilterError("status", f"{status!r} is not one of {', '.join(STATUSES)}")
     pairs = tuple(metadata)
-    for key, _ in pairs:
+    for name, value in (("model", model), ("user", user), ("project", project)):
+        _check_text(name, value)
+    for key, value in pairs:
         if not key:
             raise FilterError("metadata", "a metadata filter needs a key")
+        _check_text(f"{METADATA_PREFIX}{key}", key)
+        _check_text(f"{METADATA_PREFIX}{key}", value)
     if cursor:
-        try:
-            decode_cursor(cursor)
-        except ValueError as exc:
-            raise FilterError("cursor", str(exc)) from None
+        _check_cursor(cursor)
     return LogFilters(
         since=parse_time(since, param="since", now=now) if since else None,
         until=parse_time(until, param="until", now=now) if until else None,
@@ -110,13 +121,41 @@ def filters_from_query(items: Iterable[tuple[str, str]], *, now: datetime | None
     return build_filters(metadata=metadata, now=now, **single)
 
 
+def _check_text(param: str, value: str | None) -> None:
+    """A text both stores can compare: PostgreSQL's text holds no NUL character, and neither store
+    a lone surrogate (which a command line's undecodable bytes become)."""
+    if not value:
+        return
+    if "\x00" in value:
+        raise FilterError(param, "contains a NUL character")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise FilterError(param, "is not valid UTF-8 text") from None
+
+
+def _check_cursor(cursor: str) -> None:
+    try:
+        position = decode_cursor(cursor)
+    except ValueError as exc:
+        raise FilterError("cursor", str(exc)) from None
+    if position.ts_us not in _CURSOR_RANGE or "\x00" in position.id:
+        raise FilterError("cursor", "not a cursor returned by this endpoint")
+    _check_text("cursor", position.id)
+
+
 def _limit(value: str | int | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    try:
-        limit = int(value)
-    except ValueError:
-        raise FilterError("limit", f"{value!r} is not a whole number") from None
+    digits = value.strip().lstrip("0") or "0" if isinstance(value, str) else ""
+    if digits.isdigit():  # more digits than the maximum has are never handed to int()
+        limit = MAX_LIMIT + 1 if len(digits) > len(str(MAX_LIMIT)) else int(digits)
+    else:
+        try:
+            limit = int(value)
+        except ValueError:
+            raise FilterError("limit", f"{value!r} is not a whole number") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise FilterError("limit", f"must be between 1 and {MAX_LIMIT}")
     return limit

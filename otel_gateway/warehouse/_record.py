@@ -31,50 +31,49 @@ The record, as ``seeds/request-log-records.jsonc`` shapes it, with the warehouse
                                key (the gateway's own keys win a clash)
 
 The seed's ``metadata.cost`` is a number, so the breakdowns sit on ``attributes`` (where the
-warehouse seed keeps them beside ``provider`` and ``model``). Every string of the record is scrubbed
-of the configured secrets, the caller's own key and anything shaped like a key.
+warehouse seed keeps them beside ``provider`` and ``model``). Redaction is the gateway's one rule
+(:mod:`otel_gateway.redaction`): headers, query parameters and metadata keys named like credentials
+read ``[REDACTED]``, and every string of the record is scrubbed of the configured secrets, the
+caller's own key and anything shaped like a key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_plus
-
-import orjson
 
 from .._version import __version__
-from ..chat import CompletionAssembler, Scrubber
+from ..chat import CompletionAssembler
 from ..config import GatewayConfig
+from ..redaction import REDACTED, Redactor, caller_credentials
 from ._exchange import CLIENT_CLOSED_REQUEST, Exchange
 from ._pricing import Price, Pricing, cost
 from ._tokens import TokenCounter
 
+__all__ = ["RECORD_NAME", "REDACTED", "RecordBuilder"]
+
 logger = logging.getLogger("otel_gateway.warehouse")
 
 RECORD_NAME = "ai_gateway_request_log"
-REDACTED = "[REDACTED]"
-ALWAYS_REDACTED = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie"})
-_QUERY_SECRETS = frozenset({"key", "api_key", "apikey", "access_token", "token", "secret", "password",
-                            "sig", "signature", "code", "client_secret"})
 
 
 class RecordBuilder:
     """Builds records for one configuration; safe to use from a worker thread."""
 
-    def __init__(self, config: GatewayConfig, *, service_name: str = "otel-gateway") -> None:
+    def __init__(
+        self, config: GatewayConfig, *, service_name: str = "otel-gateway", redactor: Redactor | None = None
+    ) -> None:
+        """``redactor``: the configuration's (:meth:`Redactor.for_config` when not given)."""
         logging_config = config.logging
         self.resource = {
             "service.name": service_name,
             "service.version": __version__,
             "deployment.environment": logging_config.environment,
         }
-        self._redact = redacted_names(config)
-        self._secrets = [*config.secrets(), *_auth_keys(config)]
-        self._scrub = Scrubber(self._secrets)
+        self._redact = redactor or Redactor.for_config(config)
         self._pricing = Pricing.from_config(config)
 
     def build(self, exchange: Exchange) -> dict[str, Any]:
@@ -86,7 +85,7 @@ class RecordBuilder:
         price = self._price(exchange, response)
         expected_cost = cost(expected, price) if expected is not None and price is not None else None
         actual_cost = cost(usage, price) if usage is not None and price is not None else None
-        custom = dict(exchange.metadata)
+        custom = self._redact.headers(exchange.metadata)
         authorization = exchange.request_headers.get("authorization")
         attributes: dict[str, Any] = {
             "id": exchange.request_id,
@@ -99,8 +98,8 @@ class RecordBuilder:
             "endpoint": exchange.endpoint,
             "method": exchange.method,
             "stream": exchange.stream,
-            "query": redact_query(exchange.query, self._redact),
-            "request_headers": {k: REDACTED if k in self._redact else v for k, v in exchange.request_headers.items()},
+            "query": self._redact.query(exchange.query),
+            "request_headers": self._redact.headers(exchange.request_headers),
             "request": exchange.request,
             "response": response if response is not None else exchange.error,
             "error": exchange.error,
@@ -134,8 +133,7 @@ class RecordBuilder:
         }
         record = {"timestamp": _iso(exchange.started_at), "resource": self.resource, "name": RECORD_NAME,
                   "attributes": attributes}
-        token = (authorization or "").partition(" ")[2].strip()
-        return self._scrubbed(record, Scrubber([*self._secrets, token]) if token else self._scrub)
+        return self._redact.with_secrets(caller_credentials(exchange.request_headers)).value(record)
 
     # -- parts ---------------------------------------------------------------------------------
 
@@ -177,43 +175,6 @@ class RecordBuilder:
         return self._pricing.price(account=outcome.provider, requested=exchange.model, target=outcome.model_id,
                                    models=(_answer_model(response), outcome.upstream_model))
 
-    @staticmethod
-    def _scrubbed(record: dict[str, Any], scrub: Scrubber) -> dict[str, Any]:
-        text = orjson.dumps(record, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        if scrub(text) == text:
-            return record
-        return _scrub_strings(record, scrub)
-
-
-def redacted_names(config: GatewayConfig) -> frozenset[str]:
-    """The header names whose values a record never shows; query parameters of these names neither."""
-    return ALWAYS_REDACTED | frozenset(config.logging.redact_headers)
-
-
-def redact_query(query: str, redacted: frozenset[str]) -> str:
-    """``query`` with the value of every secret-looking parameter ``[REDACTED]``: a parameter named
-    like a credential (``key``, ``api_key``, ``token``, ``sig``, ..., or ending in ``key``, ``token``
-    or ``secret``, in any case) or one of the ``redacted`` names (:func:`redacted_names`)."""
-    if not query:
-        return ""
-    parts = []
-    for part in query.split("&"):
-        name, sep, _ = part.partition("=")
-        key = unquote_plus(name).lower()
-        secret = key in _QUERY_SECRETS or key in redacted or key.endswith(("key", "token", "secret"))
-        parts.append(f"{name}={REDACTED}" if sep and secret else part)
-    return "&".join(parts)
-
-
-def _scrub_strings(value: Any, scrub: Scrubber) -> Any:
-    if isinstance(value, str):
-        return scrub(value)
-    if isinstance(value, Mapping):
-        return {scrub(str(k)): _scrub_strings(v, scrub) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub_strings(v, scrub) for v in value]
-    return value
-
 
 def _usage_of(model: str, prompt: int, completion: int, cached: int, calculated_by: str) -> dict[str, Any]:
     return {"model": model, "prompt_tokens": prompt, "completion_tokens": completion,
@@ -231,12 +192,6 @@ def _answer_model(response: Any) -> str | None:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _auth_keys(config: GatewayConfig) -> Iterable[str]:
-    for key in config.auth.keys if config.auth else ():
-        if key.key is not None:
-            yield key.key.get_secret_value()
 
 
 def _iso(seconds: float) -> str:

@@ -72,6 +72,21 @@ class Spool:
         if self._active_records >= self._segment_records:
             self._seal()
 
+    def write_segment(self, records: list[dict[str, Any]]) -> Path:
+        """Writes ``records`` as a sealed segment of their own (complete once it appears, fsync'd),
+        beside the pending file another thread may be appending to; raises ``OSError`` on failure."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{self._pid}-{time.time_ns():020d}-{next(self._serial)}.jsonl"
+        partial, segment = self.directory / f"writing-{name}", self.directory / f"segment-{name}"
+        with open(partial, "wb") as file:
+            file.write(b"".join(orjson.dumps(r, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n"
+                                for r in records))
+            file.flush()
+            os.fsync(file.fileno())
+        partial.rename(segment)
+        self._pending = True
+        return segment
+
     def claim(self) -> Path | None:
         """The oldest sealed segment, now this process's to replay; ``None`` when nothing waits
         (then :attr:`pending` is false)."""

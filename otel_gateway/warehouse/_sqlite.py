@@ -5,7 +5,9 @@ thread holds the one writing connection (batches go in one ``BEGIN IMMEDIATE`` t
 the reader thread a read-only connection for queries, which WAL lets run while a batch commits.
 A failed write (file unwritable, locked by another process past the busy timeout, disk full)
 closes the writing connection and raises :class:`StoreUnavailable`; the next write opens it again,
-so the store recovers by itself once the file is usable.
+so the store recovers by itself once the file is usable. Before a connection is used or closed,
+the database's files are checked to be writable (:mod:`._sqlite_files`: an unwritable ``-shm``
+would crash the process with SIGBUS, not fail a call).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, TypeVar
 import orjson
 
 from . import _sql
-from ._store import LogFilters, LogPage, Position, StoreUnavailable, encode_cursor, logger, to_row
+from ._sqlite_files import SQLiteFiles
+from ._store import LogFilters, LogPage, Position, StoreUnavailable, encode_cursor, to_row
 
 T = TypeVar("T")
 
@@ -60,6 +63,7 @@ class SQLiteStore:
         """Used on the writer thread only."""
         self._read_conn: sqlite3.Connection | None = None
         """Used on the reader thread only."""
+        self._files = SQLiteFiles(self.path)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -110,6 +114,11 @@ class SQLiteStore:
             raise StoreUnavailable(f"pruning {self.path} failed: {exc}") from exc
 
     def _writer_connection(self) -> sqlite3.Connection:
+        try:
+            self._files.check()
+        except StoreUnavailable:
+            self._drop_writer()
+            raise
         if self._write_conn is not None:
             return self._write_conn
         conn: sqlite3.Connection | None = None
@@ -130,11 +139,7 @@ class SQLiteStore:
 
     def _drop_writer(self) -> None:
         conn, self._write_conn = self._write_conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                logger.debug("closing the SQLite writer failed", exc_info=True)
+        self._files.release(conn, last=self._read_conn is None)
 
     # -- reading (reader thread) -------------------------------------------------------------
 
@@ -165,6 +170,11 @@ class SQLiteStore:
 
     def _reader_connection(self) -> sqlite3.Connection | None:
         """Read-only; ``None`` while the database file does not exist (nothing logged yet)."""
+        try:
+            self._files.check()
+        except StoreUnavailable:
+            self._drop_reader()
+            raise
         if self._read_conn is None:
             if not self.path.exists():
                 return None
@@ -177,8 +187,7 @@ class SQLiteStore:
 
     def _drop_reader(self) -> None:
         conn, self._read_conn = self._read_conn, None
-        if conn is not None:
-            conn.close()
+        self._files.release(conn, last=self._write_conn is None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -195,6 +204,7 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._writer, self._drop_writer)
         await loop.run_in_executor(self._reader, self._drop_reader)
+        self._files.abandon()
         self._closed = True
         self._writer.shutdown(wait=False)
         self._reader.shutdown(wait=False)

@@ -27,7 +27,7 @@ providers:
 
 @pytest.fixture(scope="module")
 def registry() -> ProviderRegistry:
-    return ProviderRegistry(load_config_text(CONFIG), lambda own: own or httpx.AsyncHTTPTransport())
+    return ProviderRegistry(load_config_text(CONFIG), lambda provider, own: own or httpx.AsyncHTTPTransport())
 
 
 def adapter(registry: ProviderRegistry, name: str) -> ProviderAdapter:

@@ -114,19 +114,20 @@ def alice_span(status: str, *, rules: tuple[str, ...] = ("user:alice-rpm",), **e
 def test_429_after_the_limit_in_openai_shape_with_retry_after(start: Start) -> None:
     _, client = start()
     alice = client(ALICE_KEY)
+    # Both in the first 1 s slot, which counts until 61 s.
     assert ratelimit_headers(chat(alice)) == {
-        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "60"}
+        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "61"}
     assert ratelimit_headers(chat(alice)) == {
-        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "90"}
+        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "61"}
     with pytest.raises(openai.RateLimitError) as caught:
         chat(alice)
     response = caught.value.response
     assert response.status_code == 429
     assert response.json() == {"error": {
-        "message": "Rate limit exceeded: rule 'user:alice-rpm' allows 2 requests per minute. Retry after 90 s.",
+        "message": "Rate limit exceeded: rule 'user:alice-rpm' allows 2 requests per minute. Retry after 61 s.",
         "type": "rate_limit_error", "code": "rate_limit_exceeded", "param": None}}
     assert ratelimit_headers(response) == {
-        "retry-after": "90", "x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "90"}
+        "retry-after": "61", "x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "61"}
     assert ratelimit_headers(chat(client(BOB_KEY)))["x-ratelimit-remaining"] == "1"  # his own bucket
 
 
@@ -137,7 +138,7 @@ def test_streams_carry_the_headers_too(start: Start) -> None:
     assert text == "one two three four five"
     assert raw.http_response.headers["content-type"].startswith("text/event-stream")
     assert ratelimit_headers(raw.http_response) == {
-        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "60"}
+        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "61"}
 
 
 def test_upstream_errors_carry_the_headers(start: Start) -> None:
@@ -146,7 +147,7 @@ def test_upstream_errors_carry_the_headers(start: Start) -> None:
         chat(client(ALICE_KEY), extra_headers={"x-mock-status": "500"})
     assert caught.value.response.status_code == 502
     assert ratelimit_headers(caught.value.response) == {
-        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "60"}
+        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "61"}
 
 
 def test_a_token_limit_settles_each_call_to_its_usage(start: Start) -> None:
@@ -176,7 +177,7 @@ def test_a_token_limit_holds_while_calls_are_in_flight(start: Start) -> None:
         with pytest.raises(openai.RateLimitError) as caught:
             chat(alice, max_tokens=50)
     assert caught.value.response.json()["error"]["message"] == (
-        "Rate limit exceeded: rule 'tpm' allows 300 tokens per minute. Retry after 72 s.")
+        "Rate limit exceeded: rule 'tpm' allows 300 tokens per minute. Retry after 61 s.")
 
 
 # -- spans ------------------------------------------------------------------------------------------------------
@@ -271,8 +272,8 @@ def test_counters_survive_a_config_reload(tmp_path: Path) -> None:
         path.write_text(BASE + "backend: memory\n" + USER_RPM2.replace("limit_to: 2", "limit_to: 3"))
         reloaded = httpx.post(url + "/admin/reload", headers={"authorization": f"Bearer {OPS_KEY}"})
         assert reloaded.status_code == 200
-        # The new limit over the old counts: one more, then no more. (A sliding window frees
-        # nothing of 2 in 60 s within less than 30 s, so the real clock cannot make this flaky.)
+        # The new limit over the old counts: one more, then no more. (Nothing counted slides out
+        # within 60 s, so the real clock cannot make this flaky.)
         assert ratelimit_headers(chat(alice))["x-ratelimit-limit"] == "3"
         with pytest.raises(openai.RateLimitError):
             chat(alice)

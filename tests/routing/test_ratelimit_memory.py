@@ -21,7 +21,6 @@ from otel_gateway.routing.ratelimit import (
     Demand,
     MemoryBackend,
     RateLimiter,
-    WindowState,
     buckets_for,
     estimate_tokens,
 )
@@ -62,8 +61,9 @@ async def used(rl: RateLimiter, call: ChatCall) -> dict[str, float]:
 
 @pytest.mark.parametrize(
     ("start", "retry_after"),
-    [(0.0, 66), (1234.5, 32), (59.999, 7)],  # to the window's end, then 6 s for 1 of the 10 to slide out
-    ids=["window-start", "mid-window", "window-end"],
+    # One slot is 1 s: the 10 count until their slot is 61 slots old, 60 to 61 s from now.
+    [(0.0, 61), (1234.5, 61), (59.999, 61)],
+    ids=["slot-start", "mid-slot", "slot-end"],
 )
 async def test_a_fresh_bucket_admits_exactly_the_limit(start: float, retry_after: int) -> None:
     rl = limiter(rules_doc(RPM10), Clock(start))
@@ -75,48 +75,76 @@ async def test_a_fresh_bucket_admits_exactly_the_limit(start: float, retry_after
         f"Rate limit exceeded: rule 'rpm' allows 10 requests per minute. Retry after {retry_after} s.")
 
 
-async def test_the_previous_window_counts_by_its_overlap() -> None:
-    clock = Clock(0.0)
+async def test_a_burst_counts_until_its_slot_has_slid_out() -> None:
+    clock = Clock(0.5)
     rl = limiter(rules_doc(RPM10), clock)
     for _ in range(10):
         await admit(rl)
     assert (await refuse(rl)).headers == {
-        "retry-after": "66", "x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "66"}
+        "retry-after": "61", "x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "61"}
 
-    clock.now = 60.0  # the next window: the previous one still overlaps in full, no burst at the boundary
-    assert (await refuse(rl)).headers["retry-after"] == "6"
-
-    clock.now = 75.0  # a quarter in: 10 * 0.75 = 7.5 used, room for 2
-    assert await admit(rl) == {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "45"}
-    assert await admit(rl) == {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "3"}
-    assert (await refuse(rl)).headers["retry-after"] == "3"
-
-    clock.now = 78.0  # 10 * 0.7 + 2 = 9: room for exactly one
-    await admit(rl)
+    clock.now = 60.0  # a minute boundary is nothing special: no double burst
+    assert (await refuse(rl)).headers["retry-after"] == "1"
+    clock.now = 60.999  # the slot [0 s, 1 s) still overlaps the last minute
+    await refuse(rl)
+    clock.now = 61.0  # now it does not: all 10 are back at once
+    for remaining in range(9, -1, -1):
+        assert (await admit(rl))["x-ratelimit-remaining"] == str(remaining)
     await refuse(rl)
 
-    clock.now = 180.0  # two windows on: nothing counts any more
-    for _ in range(10):
+
+async def test_charges_slide_out_slot_by_slot() -> None:
+    clock = Clock(0.0)
+    rl = limiter(rules_doc(RPM10), clock)
+    for second, count in ((0, 4), (10, 3), (20, 3)):
+        clock.now = second
+        for _ in range(count):
+            await admit(rl)
+    # Full: room for one when the 4 of second 0 slide out (61 s); for all 10 when those of second 20 do.
+    clock.now = 30.0
+    assert (await refuse(rl)).headers == {
+        "retry-after": "31", "x-ratelimit-limit": "10", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "31"}
+    clock.now = 61.0
+    # With room, the reset is when nothing counts any more: this call's own slot, 61 s on.
+    assert await admit(rl) == {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "3", "x-ratelimit-reset": "61"}
+    for _ in range(3):
         await admit(rl)
-    await refuse(rl)
+    assert (await refuse(rl)).headers["retry-after"] == "10"  # second 10's 3 slide out at 71 s
+    clock.now = 71.0
+    assert await admit(rl) == {"x-ratelimit-limit": "10", "x-ratelimit-remaining": "2", "x-ratelimit-reset": "61"}
 
 
 @pytest.mark.parametrize(
-    ("state", "cost", "wait"),
+    ("limit", "charges", "at", "cost", "expected"),
     [
-        (WindowState(10, 60_000, 0, 0, 5), 1, 0.0),
-        (WindowState(10, 60_000, 0, 0, 10), 1, 66_000.0),
-        (WindowState(10, 60_000, 20_000, 0, 10), 1, 46_000.0),
-        (WindowState(10, 60_000, 0, 10, 0), 1, 6_000.0),
-        (WindowState(10, 60_000, 15_000, 10, 2), 1, 3_000.0),
-        (WindowState(1000, 60_000, 30_000, 1000, 0), 500, 0.0),
-        (WindowState(1000, 60_000, 0, 1000, 0), 500, 30_000.0),
+        (10, [(0, 5)], 0, 1, (5, 0, 61_000)),
+        (10, [(0, 10)], 0, 1, (10, 61_000, 61_000)),
+        (10, [(0, 10)], 20_000, 1, (10, 41_000, 41_000)),
+        (10, [(0, 6), (30_500, 4)], 60_000, 1, (10, 1_000, 31_000)),
+        (10, [(0, 6), (30_500, 4)], 61_000, 1, (4, 0, 30_000)),
+        (10, [(0, 6), (30_500, 4)], 60_000, 7, (10, 31_000, 31_000)),
+        (1000, [(0, 600), (30_000, 400)], 45_000, 700, (1000, 46_000, 46_000)),
+        (1000, [(0, 600), (30_000, 400)], 45_000, 400, (1000, 16_000, 46_000)),
+        (1000, [(0, 600), (30_000, 300)], 45_000, 100, (900, 0, 46_000)),
+        (1000, [], 45_000, 100, (0, 0, 0)),
     ],
-    ids=["room", "full-fresh", "full-later", "previous-full", "both", "tokens-room", "tokens-wait"],
+    ids=["room", "full-now", "full-later", "two-slots", "one-slid-out", "both-slots", "tokens-all",
+         "tokens-first", "tokens-room", "empty"],
 )
-def test_wait_until_there_is_room(state: WindowState, cost: int, wait: float) -> None:
-    assert state.wait_ms(cost) == wait
-    assert state.fits(cost) == (wait == 0)
+async def test_used_wait_and_reset(limit: int, charges: list[tuple[int, int]], at: int, cost: int,
+                                   expected: tuple[int, int, int]) -> None:
+    """``(used, wait, reset)`` in ms per minute: ``wait`` until ``cost`` more fits, ``reset`` until
+    nothing counts; a slot of 1 s counts until 61 s after its start."""
+    clock = Clock()
+    backend = MemoryBackend(clock)
+    for ms, charge in charges:
+        clock.now = ms / 1000
+        assert (await backend.consume([Demand("k", limit, 60_000, charge)])).admitted
+    clock.now = at / 1000
+    never = Demand("never", 1, 60_000, 2)  # refuses the check, so that it charges nothing
+    state, _ = (await backend.consume([Demand("k", limit, 60_000, cost), never])).states
+    assert (state.used, state.wait_ms, state.reset_ms) == expected
+    assert state.slot == at // 1000
 
 
 async def test_retry_after_is_exact_on_the_clock() -> None:
@@ -125,10 +153,10 @@ async def test_retry_after_is_exact_on_the_clock() -> None:
     for _ in range(10):
         await admit(rl)
     error = await refuse(rl)
-    assert error.headers["retry-after"] == "51"  # 45 s to the window's end, then 6 s for 1 of 10 to slide out
-    clock.now = 15.0 + 50.999
+    assert error.headers["retry-after"] == "61"  # the slot [15 s, 16 s) counts until 76 s
+    clock.now = 15.0 + 60.999
     await refuse(rl)
-    clock.now = 15.0 + 51.0
+    clock.now = 15.0 + 61.0
     await admit(rl)
 
 
@@ -143,9 +171,9 @@ async def test_every_matching_rule_is_enforced_and_a_refusal_consumes_nothing() 
     rl = limiter(doc)
     prod = {"env": "prod"}
     await admit(rl, chat_call(metadata=prod))
-    # Room for one more once 1 of the 2 has slid out: 60 s to the window's end, then half a window.
+    # Room for one more once the slot of both has slid out, 61 s on.
     assert await admit(rl, chat_call(metadata=prod)) == {
-        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "90"}
+        "x-ratelimit-limit": "2", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "61"}
     for _ in range(3):
         error = await refuse(rl, chat_call(metadata=prod))
         assert error.message.startswith("Rate limit exceeded: rule 'prod-rpm' allows 2 requests per minute.")
@@ -161,7 +189,8 @@ async def test_the_headers_describe_the_most_constrained_rule() -> None:
     doc = rules_doc({"id": "wide", "limit_to": 100, "unit": "requests_per_minute"},
                     {"id": "narrow", "limit_to": 4, "unit": "requests_per_hour"})
     rl = limiter(doc)
-    assert await admit(rl) == {"x-ratelimit-limit": "4", "x-ratelimit-remaining": "3", "x-ratelimit-reset": "3600"}
+    # Room now: the reset is when the whole limit is free again, an hour and a slot (1 min) on.
+    assert await admit(rl) == {"x-ratelimit-limit": "4", "x-ratelimit-remaining": "3", "x-ratelimit-reset": "3660"}
 
 
 async def test_a_call_no_rule_matches_passes_without_headers() -> None:
@@ -225,7 +254,7 @@ async def test_a_token_reservation_settles_to_the_real_usage() -> None:
     next = Next(result=lambda: completion(total_tokens=10))
     rl = limiter(rules_doc(TPM1000), next=next)
     assert await admit(rl, chat_call(**RESERVE_500)) == {
-        "x-ratelimit-limit": "1000", "x-ratelimit-remaining": "500", "x-ratelimit-reset": "60"}
+        "x-ratelimit-limit": "1000", "x-ratelimit-remaining": "500", "x-ratelimit-reset": "61"}
     assert await used(rl, chat_call()) == {"tpm": 10}
     # Used 10 of the 500 reserved: 490 came back.
     assert (await admit(rl, chat_call(**RESERVE_500)))["x-ratelimit-remaining"] == "490"
@@ -235,7 +264,7 @@ async def test_a_token_limit_refuses_a_reservation_that_does_not_fit() -> None:
     rl = limiter(rules_doc(TPM1000), next=Next(result=lambda: completion(total_tokens=600)))
     await admit(rl, chat_call(**RESERVE_500))
     error = await refuse(rl, chat_call(**RESERVE_500))
-    assert error.message == "Rate limit exceeded: rule 'tpm' allows 1000 tokens per minute. Retry after 70 s."
+    assert error.message == "Rate limit exceeded: rule 'tpm' allows 1000 tokens per minute. Retry after 61 s."
     assert error.headers["x-ratelimit-remaining"] == "400"
     await admit(rl, chat_call(max_tokens=395))  # 400 fits
 
@@ -253,7 +282,7 @@ async def test_a_failed_call_refunds_its_tokens_but_counts_as_a_request() -> Non
     with pytest.raises(UpstreamConnectionError) as caught:
         await rl(chat_call(**RESERVE_500))
     assert caught.value.headers == {"x-ratelimit-limit": "1000", "x-ratelimit-remaining": "500",
-                                    "x-ratelimit-reset": "60"}
+                                    "x-ratelimit-reset": "61"}
     assert await used(rl, chat_call()) == {"tpm": 0, "rpm": 1}
     next.error = None
     await admit(rl, chat_call(**RESERVE_500))
@@ -325,7 +354,7 @@ async def test_an_unsampled_check_limits_the_same_and_records_nothing() -> None:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     rl = RateLimiter(Next(), rules_doc({"id": "r", "limit_to": 1, "unit": "requests_per_minute"}),
                      MemoryBackend(Clock()), tracer=provider.get_tracer("test"))
-    assert await admit(rl) == {"x-ratelimit-limit": "1", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "120"}
+    assert await admit(rl) == {"x-ratelimit-limit": "1", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "61"}
     await refuse(rl)
     assert exporter.get_finished_spans() == ()
 
@@ -333,11 +362,11 @@ async def test_an_unsampled_check_limits_the_same_and_records_nothing() -> None:
 # -- the backend ------------------------------------------------------------------------------------------------
 
 
-async def test_memory_forgets_buckets_two_windows_old() -> None:
+async def test_memory_forgets_buckets_that_count_nothing() -> None:
     clock = Clock(0.0)
     backend = MemoryBackend(clock)
     await backend.consume([Demand("a", 5, 60_000, 1)])
-    clock.now = 60.0
+    clock.now = 60.0  # "a" (slot 0) still counts until 61 s
     await backend.consume([Demand("b", 5, 60_000, 1)])
     assert len(backend) == 2
     clock.now = 180.0

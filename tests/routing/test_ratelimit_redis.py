@@ -6,27 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 import redis.asyncio as aioredis
-from ratelimit_helpers import Next, chat_call, completion, rules_doc
-from servers import free_port
+from ratelimit_gateways import REDIS_URL, three_gateways
+from ratelimit_helpers import Clock, Next, chat_call, completion, rules_doc
 from services import require_service
 
 from otel_gateway._urls import redact_url as redact
 from otel_gateway.routing.ratelimit import BackendUnavailable, Demand, RateLimiter
 from otel_gateway.routing.ratelimit._redis import CONSUME, DEFAULT_PREFIX, RedisBackend
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 MINUTE = 60_000
 DAY = 86_400_000
 
@@ -78,9 +72,10 @@ async def test_all_buckets_or_none(backend: RedisBackend, redis_client: aioredis
     before = await counts(redis_client, prefix + "roomy")
     outcome = await backend.consume([roomy, tight])
     assert not outcome.admitted
-    assert [(s.previous, s.current) for s in outcome.states] == [(0, 2), (0, 2)]
+    assert [(s.used, s.remaining) for s in outcome.states] == [(2, 8), (2, 0)]
     assert await counts(redis_client, prefix + "roomy") == before  # the refusal took nothing
-    assert before[b"c"] == b"2" and before[b"w"] == str(outcome.now_ms // DAY).encode()
+    assert before[b"t"] == b"2"
+    assert int(before[b"n"]) in (outcome.states[0].slot, outcome.states[0].slot - 1)  # a slot is 24 min
     assert (await backend.consume([roomy])).admitted
 
 
@@ -95,50 +90,74 @@ async def test_concurrent_checks_never_overshoot(prefix: str) -> None:
     assert sum(o.admitted for o in outcomes) == 10
 
 
-async def test_every_key_expires_after_two_windows(
+async def test_every_key_expires_when_it_would_count_nothing(
     backend: RedisBackend, redis_client: aioredis.Redis, prefix: str
 ) -> None:
+    """A window and a slot after the last charge (61 s for a minute, 24 h 24 min for a day)."""
     await backend.consume([Demand("m", 5, MINUTE, 1), Demand("d", 5, DAY, 1)])
-    assert 2 * MINUTE - 1000 < await redis_client.pttl(prefix + "m") <= 2 * MINUTE
-    assert 2 * DAY - 1000 < await redis_client.pttl(prefix + "d") <= 2 * DAY
+    assert 61_000 - 1000 < await redis_client.pttl(prefix + "m") <= 61_000
+    assert DAY + DAY // 60 - 1000 < await redis_client.pttl(prefix + "d") <= DAY + DAY // 60
     refused = await backend.consume([Demand("m2", 5, MINUTE, 9)])  # a refused check writes nothing
     assert not refused.admitted
     assert await redis_client.exists(prefix + "m2") == 0
 
 
-async def test_the_previous_window_counts_and_time_comes_from_redis(
-    backend: RedisBackend, redis_client: aioredis.Redis, prefix: str
-) -> None:
+async def test_time_comes_from_redis(backend: RedisBackend, redis_client: aioredis.Redis) -> None:
     seconds, micros = await redis_client.time()
-    first = await backend.consume([Demand("k", 100, DAY, 1)])
+    first = await backend.consume([Demand("k", 100, MINUTE, 1)])
     assert 0 <= first.now_ms - (seconds * 1000 + micros // 1000) < 1000
-    index = first.now_ms // DAY
-    await redis_client.hset(prefix + "k", mapping={"w": index - 1, "c": 40, "p": 0})  # yesterday: 40
-    outcome = await backend.consume([Demand("k", 100, DAY, 1)])
-    (state,) = outcome.states
-    assert (state.previous, state.current) == (40, 1)
-    assert state.elapsed_ms == outcome.now_ms % DAY
-    await redis_client.hset(prefix + "k", mapping={"w": index - 2})  # two days ago: nothing counts
-    assert [(s.previous, s.current) for s in (await backend.consume([Demand("k", 100, DAY, 1)])).states] == [(0, 1)]
+    assert first.states[0].slot in (first.now_ms // 1000, first.now_ms // 1000 - 1)
 
 
-async def test_adjust_corrects_the_charged_window_never_below_zero(
-    backend: RedisBackend, redis_client: aioredis.Redis, prefix: str
-) -> None:
+async def test_slots_slide_out_one_by_one(redis_client: aioredis.Redis, prefix: str) -> None:
+    """On a clock the test sets: 4 at second 0 and 6 at second 30 of 10 per minute; the 4 stop counting
+    at 61 s, the 6 at 91 s, and the hash keeps only the slots that hold something (``o``: the oldest)."""
+    clock = Clock(1_800_000_000.0)
+    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+    try:
+        assert (await backend.consume([Demand("k", 10, MINUTE, 4)])).admitted
+        clock.now += 30
+        assert (await backend.consume([Demand("k", 10, MINUTE, 6)])).admitted
+        clock.now += 30.999
+        outcome = await backend.consume([Demand("k", 10, MINUTE, 1)])
+        assert not outcome.admitted
+        assert outcome.states[0].wait_ms == 1 and outcome.states[0].reset_ms == 30_001
+        clock.now += 0.001  # 61 s on
+        outcome = await backend.consume([Demand("k", 10, MINUTE, 4)])
+        assert outcome.admitted and outcome.states[0].used == 10
+        slot = 1_800_000_061
+        assert await counts(redis_client, prefix + "k") == {
+            b"t": b"10", b"o": str(slot - 31).encode(), b"n": str(slot).encode(),
+            str(slot - 31).encode(): b"6", str(slot).encode(): b"4"}
+    finally:
+        await backend.aclose()
+
+
+async def test_adjust_corrects_the_charged_slot_never_below_zero(redis_client: aioredis.Redis, prefix: str) -> None:
     from otel_gateway.routing.ratelimit import Adjustment
 
-    outcome = await backend.consume([Demand("t", 1000, DAY, 500)])
-    index = outcome.now_ms // DAY
-    await backend.adjust([Adjustment("t", index, -490)])
-    assert (await counts(redis_client, prefix + "t"))[b"c"] == b"10"
-    await backend.adjust([Adjustment("t", index, -50)])
-    assert (await counts(redis_client, prefix + "t"))[b"c"] == b"0"
-    await backend.adjust([Adjustment("t", index - 5, 300)])  # a window long gone: ignored
-    assert (await counts(redis_client, prefix + "t"))[b"c"] == b"0"
-    await redis_client.hset(prefix + "t", mapping={"w": index + 1, "p": 20, "c": 3})  # it rolled over since
-    await backend.adjust([Adjustment("t", index, 5)])
-    assert await counts(redis_client, prefix + "t") == {b"w": str(index + 1).encode(), b"p": b"25", b"c": b"3"}
-    assert 0 < await redis_client.pttl(prefix + "t") <= 2 * DAY  # adjusting keeps the expiry
+    clock = Clock(1_800_000_000.0)
+    backend = RedisBackend(REDIS_URL, prefix=prefix, clock=clock)
+    try:
+        outcome = await backend.consume([Demand("t", 1000, MINUTE, 500)])
+        slot = outcome.states[0].slot
+        assert slot == 1_800_000_000
+        clock.now += 5
+        await backend.consume([Demand("t", 1000, MINUTE, 100)])
+        await backend.adjust([Adjustment("t", slot, -490)])
+        assert (await counts(redis_client, prefix + "t"))[str(slot).encode()] == b"10"
+        await backend.adjust([Adjustment("t", slot, -50)])  # a slot holding nothing is no field
+        stored = await counts(redis_client, prefix + "t")
+        assert stored == {b"t": b"100", b"o": str(slot).encode(), b"n": str(slot + 5).encode(),
+                          str(slot + 5).encode(): b"100"}
+        await backend.adjust([Adjustment("t", slot - 61, 300)])  # a slot long gone: ignored
+        await backend.adjust([Adjustment("t", slot + 6, 300)])  # a slot never charged: ignored
+        assert await counts(redis_client, prefix + "t") == stored
+        await backend.adjust([Adjustment("nothing-here", slot, 5)])  # creates no key
+        assert await redis_client.exists(prefix + "nothing-here") == 0
+        assert 0 < await redis_client.pttl(prefix + "t") <= 61_000  # adjusting keeps the expiry
+    finally:
+        await backend.aclose()
 
 
 async def test_the_script_is_cached_and_called_by_sha(backend: RedisBackend, redis_client: aioredis.Redis) -> None:
@@ -154,7 +173,7 @@ async def test_the_limiter_settles_tokens_in_redis(backend: RedisBackend, redis_
     call = chat_call(max_tokens=495)
     await rl(call)
     assert call.context.response_headers["x-ratelimit-remaining"] == "500"
-    assert (await counts(redis_client, prefix + "acme:tpd:tokens_per_day"))[b"c"] == b"10"
+    assert (await counts(redis_client, prefix + "acme:tpd:tokens_per_day"))[b"t"] == b"10"
 
 
 # -- Redis unreachable (no service needed) ----------------------------------------------------------------------
@@ -210,69 +229,6 @@ def token_gateways(tmp_path: Path, redis_client: aioredis.Redis) -> Iterator[tup
         yield served
 
 
-@contextlib.contextmanager
-def three_gateways(tmp_path: Path, name: str, limit: str) -> Iterator[tuple[list[str], str]]:
-    """Three ``otel-gateway serve`` processes with one rate rule (``limit``, its id ``name`` and a
-    random suffix) in the shared Redis backend; yields their URLs and the rule id, whose keys are
-    deleted afterwards."""
-    rule = f"{name}-{uuid.uuid4().hex}"
-    (tmp_path / "gateway.yaml").write_text(f"""\
-type: gateway-providers-config
-providers:
-  - {{name: demo, type: mock, models: [echo]}}
----
-type: gateway-rate-limiting-config
-backend: {REDIS_URL}
-rules:
-  - {{id: {rule}, {limit}}}
-""")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENABLE_OTEL", "OTEL_"))}
-    ports = [free_port() for _ in range(3)]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "otel_gateway", "serve", "--config", str(tmp_path), "--port", str(port),
-             "--log-level", "warning"],
-            env=env, cwd=tmp_path,
-        )
-        for port in ports
-    ]
-    try:
-        urls = [f"http://127.0.0.1:{port}" for port in ports]
-        for url, process in zip(urls, processes, strict=True):
-            wait_until_healthy(url, process)
-        yield urls, rule
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-    delete_rule_keys(rule)
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, f"the gateway at {url} exited with {process.returncode}"
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"the gateway at {url} did not become healthy"
-        time.sleep(0.05)
-
-
-def delete_rule_keys(rule: str) -> None:
-    with redis.Redis.from_url(REDIS_URL) as client:
-        keys = list(client.scan_iter(match=f"{DEFAULT_PREFIX}*{rule}*"))
-        if keys:
-            client.delete(*keys)
-
-
 async def test_three_gateways_share_one_limit(gateways: tuple[list[str], str]) -> None:
     urls, rule = gateways
     body = {"model": "demo/echo", "messages": [{"role": "user", "content": "hi"}]}
@@ -282,9 +238,7 @@ async def test_three_gateways_share_one_limit(gateways: tuple[list[str], str]) -
             *(client.post(urls[i % 3] + "/v1/chat/completions", json=body) for i in range(300))
         )
     statuses = [r.status_code for r in responses]
-    admitted, refused = statuses.count(200), statuses.count(429)
-    assert 100 <= admitted <= 102
-    assert admitted + refused == 300
+    assert (statuses.count(200), statuses.count(429)) == (100, 200)
     message = next(r for r in responses if r.status_code == 429).json()["error"]["message"]
     assert message.startswith(f"Rate limit exceeded: rule '{rule}' allows 100 requests per minute.")
 
@@ -315,11 +269,10 @@ async def test_three_gateways_hold_a_token_limit_within_one_reservation(
         assert admitted * 60 <= 1000 < (admitted + 1) * 60  # within one request's reservation of the limit
         assert (admitted, statuses.count(429)) == (16, 44)
         stored = await counts(redis_client, f"{DEFAULT_PREFIX}default:{rule}:tokens_per_minute")
-        assert int(stored[b"c"]) + int(stored[b"p"]) == 16 * 60
+        assert int(stored[b"t"]) == 16 * 60
         refusal = next(r for r in responses if r.status_code == 429)
         await refusal.aread()
         assert refusal.json()["error"]["message"].startswith(
             f"Rate limit exceeded: rule '{rule}' allows 1000 tokens per minute.")
         remaining = sorted(int(r.headers["x-ratelimit-remaining"]) for r in responses if r.status_code == 200)
-        # 940, 880, ..., 40; one more if a minute (the fixed window) began meanwhile
-        assert all(0 <= got - want <= 1 for got, want in zip(remaining, range(40, 1000, 60), strict=True))
+        assert remaining == list(range(40, 1000, 60))  # 940, 880, ..., 40: nothing slides out within 60 s

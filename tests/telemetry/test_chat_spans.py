@@ -395,7 +395,7 @@ def test_message_events(traced: openai.OpenAI, span_exporter: InMemorySpanExport
         {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
         {"role": "assistant", "content": "Hello", "tool_calls": [PROMPT_CALL]},
         {"role": "tool", "tool_call_id": "call_1", "content": "done"},
-        {"role": "critic", "content": "meh"},
+        {"role": "function", "name": "look", "content": "meh"},  # valid, but no event of its own
     ]
     traced.chat.completions.create(model=MODEL, messages=messages)
     system = {"gen_ai.system": "openai"}
@@ -405,7 +405,7 @@ def test_message_events(traced: openai.OpenAI, span_exporter: InMemorySpanExport
         ("gen_ai.assistant.message", {**system, "role": "assistant", "content": "Hello",
                                       "tool_calls": orjson.dumps([PROMPT_CALL]).decode()}),
         ("gen_ai.tool.message", {**system, "role": "tool", "content": "done", "id": "call_1"}),
-        ("gen_ai.unknown.message", {**system, "role": "critic", "content": "meh"}),
+        ("gen_ai.unknown.message", {**system, "role": "function", "content": "meh"}),
     ]
 
 

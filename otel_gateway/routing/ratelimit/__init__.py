@@ -2,8 +2,9 @@
 
 ``RateLimiter`` wraps the next ``send``; its counters live in a backend chosen by
 ``backend_for(doc)``: ``MemoryBackend`` in this process, or ``RedisBackend`` shared by every
-replica (imported only when a ``redis://`` backend is configured). Windows are sliding window
-counters (``_window``).
+replica (imported only when a ``redis://`` backend is configured). Windows slide in 60 slots
+(``_window``): never more than the limit in any window of the unit's length, and a charge stops
+counting at most one slot (1/60 of the window) after the window it was in.
 """
 
 from ._backend import (

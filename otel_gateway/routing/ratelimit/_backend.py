@@ -1,6 +1,7 @@
 """Where the counters live. Every backend takes all of a call's buckets at once and either
 consumes from all of them or from none (``consume``), and can correct what a window was charged
-afterwards (``adjust``: settling a token reservation to real usage, or refunding it).
+afterwards (``adjust``: settling a token reservation to real usage, or refunding it). Both
+backends implement the same arithmetic (``_window``): sliding windows in 60 slots.
 
 ``memory`` keeps the counters in this process (one replica, or one worker); ``redis://...``
 shares them between every replica (see ``_redis``).
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ...config import RateLimitDocument
-from ._window import WindowState, fits
+from ._window import SLOTS, Slots, WindowState, slot_width
 
 _SWEEP_EVERY_MS = 60_000
 
@@ -35,7 +36,7 @@ class Demand:
 class Outcome:
     admitted: bool
     now_ms: int
-    """The backend's clock, in ms: which fixed window each demand fell in is ``now_ms // window_ms``."""
+    """The backend's clock, in ms."""
     states: tuple[WindowState, ...]
     """One per demand, in order; after the consumption when admitted."""
 
@@ -43,78 +44,67 @@ class Outcome:
 @dataclass(frozen=True, slots=True)
 class Adjustment:
     key: str
-    window: int
-    """The index (``now_ms // window_ms``) of the fixed window that was charged."""
+    slot: int
+    """The slot that was charged (``WindowState.slot`` of the check)."""
     delta: int
 
 
 class Backend(Protocol):
     async def consume(self, demands: Sequence[Demand]) -> Outcome:
-        """Atomically: if every demand fits, add each one's cost to its current window."""
+        """Atomically: if every demand fits its bucket's last window, charge each one's cost to its current slot."""
         ...
 
     async def adjust(self, adjustments: Sequence[Adjustment]) -> None:
-        """Adds ``delta`` (never below zero) to the window that was charged, while it still counts."""
+        """Adds ``delta`` (never below zero) to the slot that was charged, while it still counts."""
         ...
 
     async def aclose(self) -> None: ...
 
 
 class MemoryBackend:
-    """Counters in a dict: ``key -> [window index, current count, previous count]``. Every
-    method runs without awaiting, so a check-and-consume is atomic in the event loop.
-    ``clock`` returns seconds (default: monotonic)."""
+    """Buckets in a dict: ``key -> Slots``. Every method runs without awaiting, so a
+    check-and-consume is atomic in the event loop. ``clock`` returns seconds (default: monotonic)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._entries: dict[str, tuple[int, int, int, int]] = {}
-        """key -> (window index, current, previous, window ms)."""
+        self._entries: dict[str, Slots] = {}
         self._next_sweep = 0
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def _counts(self, key: str, window: int) -> tuple[int, int]:
-        entry = self._entries.get(key)
-        if entry is None or entry[0] < window - 1:
-            return 0, 0
-        if entry[0] == window:
-            return entry[1], entry[2]
-        return 0, entry[1]
-
     async def consume(self, demands: Sequence[Demand]) -> Outcome:
         now = self._now_ms()
         self._sweep(now)
-        counts = [self._counts(d.key, now // d.window_ms) for d in demands]
-        admitted = all(
-            fits(d.limit, d.window_ms, now % d.window_ms, previous, current, d.cost)
-            for d, (current, previous) in zip(demands, counts, strict=True)
-        )
-        states = []
-        for d, (current, previous) in zip(demands, counts, strict=True):
-            if admitted:
-                current += d.cost
-                self._entries[d.key] = (now // d.window_ms, current, previous, d.window_ms)
-            states.append(WindowState(d.limit, d.window_ms, now % d.window_ms, previous, current))
-        return Outcome(admitted, now, tuple(states))
+        held, slots = [], []
+        for d in demands:
+            width = slot_width(d.window_ms)
+            bucket = self._entries.get(d.key) or Slots(width)
+            slot = bucket.slot_at(now)
+            bucket.advance(slot)
+            held.append(bucket)
+            slots.append(slot)
+        admitted = all(b.total + d.cost <= d.limit for b, d in zip(held, demands, strict=True))
+        if admitted:
+            for b, d, slot in zip(held, demands, slots, strict=True):
+                if d.cost > 0:
+                    b.charge(slot, d.cost)
+                    self._entries[d.key] = b
+        states = tuple(b.state(d.limit, d.cost, slot, now) for b, d, slot in zip(held, demands, slots, strict=True))
+        return Outcome(admitted, now, states)
 
     async def adjust(self, adjustments: Sequence[Adjustment]) -> None:
         for a in adjustments:
-            entry = self._entries.get(a.key)
-            if entry is None:
-                continue
-            window, current, previous, window_ms = entry
-            if window == a.window:
-                self._entries[a.key] = (window, max(0, current + a.delta), previous, window_ms)
-            elif window == a.window + 1:
-                self._entries[a.key] = (window, current, max(0, previous + a.delta), window_ms)
+            bucket = self._entries.get(a.key)
+            if bucket is not None:
+                bucket.adjust(a.slot, a.delta)
 
     def _sweep(self, now: int) -> None:
-        """Forgets buckets that have not been charged for two windows: they count nothing."""
+        """Forgets buckets whose newest charge no longer counts."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + _SWEEP_EVERY_MS
-        stale = [k for k, (window, _, _, window_ms) in self._entries.items() if window < now // window_ms - 1]
+        stale = [k for k, b in self._entries.items() if b.newest < now // b.width - SLOTS]
         for key in stale:
             del self._entries[key]
 

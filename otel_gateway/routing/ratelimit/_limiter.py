@@ -21,6 +21,7 @@ from ..._throttle import ThrottledLog
 from ...chat._types import ChatCall, ChunkStream, Completion, Send
 from ...config import RateLimitDocument
 from ...errors import GatewayError, RateLimitError, ServiceUnavailableError
+from ...redaction import Redactor
 from ._backend import Adjustment, Backend, BackendUnavailable, Demand, Outcome
 from ._rules import Bucket, buckets_for, usage_tokens
 from ._settle import SettlingStream
@@ -43,7 +44,8 @@ class _Admission:
     """What an admitted call took, for settling it later."""
 
     buckets: Sequence[Bucket]
-    now_ms: int
+    slots: Sequence[int]
+    """The slot each bucket was charged to."""
     headers: Mapping[str, str]
 
     @property
@@ -52,12 +54,12 @@ class _Admission:
 
     def corrections(self, actual: int | None, *, refund: bool) -> list[Adjustment]:
         out = []
-        for b in self.buckets:
+        for b, slot in zip(self.buckets, self.slots, strict=True):
             if b.kind != "tokens":
                 continue
             delta = -b.cost if refund else (0 if actual is None else actual - b.cost)
             if delta:
-                out.append(Adjustment(b.key, self.now_ms // b.window_ms, delta))
+                out.append(Adjustment(b.key, slot, delta))
         return out
 
 
@@ -68,8 +70,12 @@ class RateLimiter:
     ``backend_failures`` counts the calls the backend could not be asked about.
     """
 
-    def __init__(self, next: Send, config: RateLimitDocument, backend: Backend, *, tracer: Tracer | None) -> None:
+    def __init__(
+        self, next: Send, config: RateLimitDocument, backend: Backend, *, tracer: Tracer | None,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._next = next
+        self._redact = redactor or Redactor()
         self._config = config
         self.backend = backend
         self._tracer = tracer
@@ -128,7 +134,7 @@ class RateLimiter:
         identity = call.context.identity
         attributes: dict[str, Any] = {
             "rate_limiter.model": call.model,
-            "rate_limiter.metadata": orjson.dumps(dict(call.context.metadata)).decode(),
+            "rate_limiter.metadata": orjson.dumps(self._redact.headers(call.context.metadata)).decode(),
             "rate_limiter.user.subject_type": identity.subject_type,
             "rate_limiter.user.subject_slug": identity.subject_slug,
             "rate_limiter.user.tenant_name": identity.tenant,
@@ -184,13 +190,12 @@ def _decide(buckets: Sequence[Bucket], outcome: Outcome, span: Span | None) -> _
         bucket, state = buckets[i], states[i]
         _set(span, {"rate_limiter.status": "allowed", "rate_limiter.rule.id": bucket.rule_id,
                     "rate_limiter.remaining": state.remaining})
-        return _Admission(buckets, outcome.now_ms, _headers(bucket, state, state.wait_ms(bucket.cost)))
-    waits = [state.wait_ms(b.cost) for b, state in zip(buckets, states, strict=True)]
-    i = max(range(len(buckets)), key=lambda k: waits[k])
+        return _Admission(buckets, [s.slot for s in states], _headers(bucket, state))
+    i = max(range(len(buckets)), key=lambda k: states[k].wait_ms)
     bucket, state = buckets[i], states[i]
     _set(span, {"rate_limiter.status": "rate_limited", "rate_limiter.rule.id": bucket.rule_id,
                 "rate_limiter.remaining": state.remaining})
-    headers = {"retry-after": str(whole_seconds(waits[i])), **_headers(bucket, state, waits[i])}
+    headers = {"retry-after": str(whole_seconds(state.wait_ms)), **_headers(bucket, state)}
     raise RateLimitError(
         f"Rate limit exceeded: rule '{bucket.rule_id}' allows {bucket.limit} {bucket.unit.replace('_', ' ')}. "
         f"Retry after {headers['retry-after']} s.",
@@ -198,10 +203,10 @@ def _decide(buckets: Sequence[Bucket], outcome: Outcome, span: Span | None) -> _
     )
 
 
-def _headers(bucket: Bucket, state: WindowState, wait_ms: float) -> dict[str, str]:
+def _headers(bucket: Bucket, state: WindowState) -> dict[str, str]:
     """``x-ratelimit-reset``: seconds until there is room for another call like this one, or, when
-    there is room now, until the current window ends and its count starts sliding out."""
-    reset = wait_ms if wait_ms > 0 else state.until_window_ends_ms()
+    there is room now, until everything the bucket counts has slid out (the whole limit free)."""
+    reset = state.wait_ms if state.wait_ms > 0 else state.reset_ms
     return {
         "x-ratelimit-limit": str(bucket.limit),
         "x-ratelimit-remaining": str(state.remaining),
