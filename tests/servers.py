@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -23,11 +24,13 @@ from starlette.types import ASGIApp
 
 
 @contextlib.contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Runs ``app`` under uvicorn in a thread; yields its base URL, stops it on exit."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+def serve(app: ASGIApp, *, thread_name: str | None = None, **options: Any) -> Iterator[str]:
+    """Runs ``app`` under uvicorn in a thread (named ``thread_name``); yields its base URL, stops it on
+    exit. ``options`` are ``uvicorn.Config``'s, over quiet defaults (no access log, warnings only)."""
+    settings: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "on",
+                                "access_log": False, **options}
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
+    thread = threading.Thread(target=server.run, daemon=True, name=thread_name)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-import uvicorn
-from servers import start_gateway_process, wait_until_healthy
+from servers import port_of, serve, start_gateway_process, wait_until_healthy
 
 from otel_gateway.app import create_app
 from otel_gateway.config import GatewayConfig, load_config_text
@@ -43,20 +42,8 @@ CHAT = b'{"model": "demo/echo", "messages": [{"role": "user", "content": "hello 
 @contextlib.contextmanager
 def serve_front(config: GatewayConfig) -> Iterator[int]:
     """The gateway behind its HTTP front (as ``otel-gateway serve`` runs it) in a thread; its port."""
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(config), host="127.0.0.1", port=0, log_level="error", access_log=False,
-        http=http_protocol(config.server)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.005)
-    try:
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(create_app(config), log_level="error", lifespan="auto", http=http_protocol(config.server)) as url:
+        yield port_of(url)
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,9 @@ The real ``openai`` SDK against the gateway served by uvicorn with its access lo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,13 +19,11 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from fakes import FakeUpstream, Reply, openai_completion
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from servers import finished_spans, port_of
-from starlette.applications import Starlette
+from servers import finished_spans, port_of, serve
 
 from otel_gateway.app import create_app
 from otel_gateway.cli import ACCESS_LOGGER, install_access_log_redaction
@@ -81,24 +77,6 @@ def access_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[logging.LogReco
         access.removeHandler(handler)
 
 
-@contextlib.contextmanager
-def serve_with_access_log(app: Starlette) -> Iterator[str]:
-    """``app`` under uvicorn with its access log on, as ``otel-gateway serve --access-log`` runs it."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level=None,
-                                           lifespan="on", access_log=True))
-    thread = threading.Thread(target=server.run, daemon=True, name=GATEWAY_THREAD)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the gateway did not start"
-        time.sleep(0.005)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
 @pytest.fixture
 def served(fake_url: str, tracer_provider: TracerProvider, access_log: list[logging.LogRecord]
            ) -> Iterator[tuple[str, MemoryStore]]:
@@ -119,7 +97,7 @@ flush_interval_ms: 10
     store = MemoryStore()
     app = create_app(config, tracer_provider=tracer_provider, capture_content=True, log_store=store)
     install_access_log_redaction(lambda: app.state.gateway.current.redactor)
-    with serve_with_access_log(app) as url:
+    with serve(app, thread_name=GATEWAY_THREAD, log_config=None, log_level=None, access_log=True) as url:
         yield url, store
 
 
