@@ -26,14 +26,22 @@ with ``raise ... from``, and rendered at one boundary (``http._asgi``).
         ├── UpstreamConnectionError   502 (connection refused, reset, DNS)
         ├── UpstreamTimeoutError      504
         └── UpstreamStreamError       502 (stream cut or malformed after it started)
+
+Anthropic's API (``/v1/messages``) answers errors in its own shape, ``{"type": "error", "error":
+{"type", "message"}}``, its ``type`` chosen by the status alone (:data:`ANTHROPIC_ERROR_TYPES`), so
+that the anthropic SDK raises its own class for each. :meth:`GatewayError.shaped` renders either
+shape; which one a path gets is decided in one place (``otel_gateway.http._asgi.error_shape_for``).
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 __all__ = [
+    "ANTHROPIC_ERROR_TYPES",
     "AuthenticationError",
+    "ErrorShape",
     "GatewayError",
     "HeadersTooLargeError",
     "InvalidRequestError",
@@ -52,8 +60,39 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamStreamError",
     "UpstreamTimeoutError",
+    "anthropic_error_type",
     "internal_error",
 ]
+
+
+class ErrorShape(enum.Enum):
+    """The shape of an error body: OpenAI's (every path but Anthropic's) or Anthropic's."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+ANTHROPIC_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+"""Anthropic's error type for each status it documents (its API reference, "Errors"), and 503 (the
+gateway's overloaded and unavailable answers) as its 529; any other 4xx is ``invalid_request_error``
+and any other 5xx ``api_error`` (:func:`anthropic_error_type`)."""
+
+
+def anthropic_error_type(status: int) -> str:
+    kind = ANTHROPIC_ERROR_TYPES.get(status)
+    if kind is not None:
+        return kind
+    return "invalid_request_error" if status < 500 else "api_error"
 
 
 class GatewayError(Exception):
@@ -85,6 +124,19 @@ class GatewayError(Exception):
                 "param": self.param,
             }
         }
+
+    def anthropic_body(self) -> dict[str, Any]:
+        """Anthropic's error shape: the anthropic SDK raises the class of :attr:`status` with
+        :attr:`message` as its ``api_message``. Also the ``data`` of a stream's ``error`` event.
+        The gateway's ``param``, when set, extends the error object (as Anthropic reserves the
+        right to), so that an input error still names its parameter."""
+        error: dict[str, Any] = {"type": anthropic_error_type(self.status), "message": self.message}
+        if self.param is not None:
+            error["param"] = self.param
+        return {"type": "error", "error": error}
+
+    def shaped(self, shape: ErrorShape) -> dict[str, Any]:
+        return self.anthropic_body() if shape is ErrorShape.ANTHROPIC else self.body()
 
 
 class InvalidRequestError(GatewayError):

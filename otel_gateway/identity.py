@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import AuthDocument
 from .errors import AuthenticationError, GatewayError, InvalidRequestError
-from .http._asgi import error_response, headers_of
+from .http._asgi import error_response, error_shape_for, headers_of
 
 if TYPE_CHECKING:
     from .runtime import Gateway
@@ -133,6 +133,6 @@ class IdentityMiddleware:
         exchange = start_exchange(scope, headers_of(scope))
         record_error(exchange, error)
         try:
-            await error_response(error)(scope, receive, send)
+            await error_response(error, error_shape_for(scope["path"]))(scope, receive, send)
         finally:
             self.gateway.request_log.submit(exchange)

@@ -61,9 +61,10 @@ class Gateway:
         tracer = tracer_provider.get_tracer("otel_gateway", __version__) if tracer_provider else None
         self.services = ChainServices(tracer=tracer)
         self._retired: list[Runtime] = []
-        self.request_log = RequestLogPipeline.from_config(config, store=log_store, logger_provider=logger_provider)
-        """The request warehouse's pipeline, across reloads; started and flushed by the app's lifespan."""
         self.current = self._build(config)
+        self.request_log = RequestLogPipeline.from_config(config, store=log_store, logger_provider=logger_provider,
+                                                          redactor=self.current.redactor)
+        """The request warehouse's pipeline, across reloads; started and flushed by the app's lifespan."""
 
     def _transport_for(
         self, provider: ProviderConfig, own: httpx.AsyncBaseTransport | None
@@ -114,7 +115,7 @@ class Gateway:
         runtime = self._build(config)
         self._retired.append(self.current)
         self.current = runtime
-        self.request_log.reconfigure(config)
+        self.request_log.reconfigure(config, runtime.redactor)
         logger.info("configuration reloaded from %s", origin)
         return config
 

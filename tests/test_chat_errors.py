@@ -587,8 +587,8 @@ def test_mock_cut_stream_ends_with_an_error_event(http: httpx.Client) -> None:
                                    "upstream_429"), id="429-kept"),
     pytest.param("500", 502, error("demo: mock provider failing on purpose with status 500", "upstream_error",
                                    "upstream_500"), id="500-becomes-502"),
-    pytest.param("abc", 400, error("demo: x-mock-status must be an integer, got 'abc'", "invalid_request_error",
-                                   "upstream_400"), id="bad-mock-header"),
+    pytest.param("abc", 400, error("x-mock-status must be a whole number from 400 to 599.", "invalid_request_error",
+                                   "invalid_header", "x-mock-status"), id="bad-mock-header"),
 ])
 def test_mock_failing_status(http: httpx.Client, mock_status: str, status: int, expected: dict[str, Any]) -> None:
     response = http.post("/v1/chat/completions", json=ECHO_BODY, headers={"x-mock-status": mock_status})

@@ -1,6 +1,7 @@
 """Every header the gateway parses answers a bad value with a 400 naming it, never a 500: the
-timeout headers (whole milliseconds, ASCII digits only, at most 24 h), the metadata and cache
-headers, and a ``content-length`` of any length. Examples from the issue, then properties."""
+timeout headers (whole milliseconds, ASCII digits only, at most 24 h), the mock provider's
+``x-mock-*`` headers (the same digits, in the ranges of its ``mock:`` options), the metadata and
+cache headers, and a ``content-length`` of any length. Examples from the issue, then properties."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def gateway(served_fake: tuple[FakeUpstream, str]) -> Iterator[str]:
 type: gateway-providers-config
 providers:
   - {{name: oai, type: openai, base_url: "{served_fake[1]}/v1", api_key: sk-test, models: [gpt-4o]}}
+  - {{name: demo, type: mock, models: [echo], timeout_ms: 20}}
 ---
 type: gateway-cache-config
 """, environ={})
@@ -127,6 +129,94 @@ def test_any_timeout_header_value_is_200_or_400(http: httpx.Client, fake: FakeUp
         assert response.json()["error"]["param"] == header
         assert response.json()["error"]["code"] == "invalid_header"
         assert fake.requests == []
+
+
+MOCK_BODY = {"model": "demo/echo", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
+NO_CACHE = (b"x-gateway-cache", b"no-cache, no-store")
+MOCK_RANGES = {
+    "x-mock-delay-ms": (0, MAX_TIMEOUT_MS),
+    "x-mock-status": (400, 599),
+    "x-mock-stream-chunks": (1, 10_000),
+    "x-mock-chunk-delay-ms": (0, MAX_TIMEOUT_MS),
+    "x-mock-fail-after-chunks": (0, 10_000),
+}
+"""The range of each ``x-mock-*`` header, as ``MockOptions`` has them (delays up to 24 h)."""
+
+
+@pytest.mark.parametrize(("header", "value", "message"), [
+    pytest.param("x-mock-delay-ms", b"9" * 400, "x-mock-delay-ms must be at most 86400000 milliseconds (24 hours).",
+                 id="delay-400-digits"),  # was a 500: too large to convert to seconds
+    pytest.param("x-mock-delay-ms", b"\xb2", "x-mock-delay-ms must be a whole number of milliseconds.",
+                 id="delay-superscript-two"),
+    pytest.param("x-mock-chunk-delay-ms", b"-1", "x-mock-chunk-delay-ms must be a whole number of milliseconds.",
+                 id="chunk-delay-negative"),
+    pytest.param("x-mock-status", b"abc", "x-mock-status must be a whole number from 400 to 599.", id="status-abc"),
+    pytest.param("x-mock-status", b"200", "x-mock-status must be a whole number from 400 to 599.", id="status-200"),
+    pytest.param("x-mock-status", b"600", "x-mock-status must be at most 599.", id="status-600"),
+    pytest.param("x-mock-stream-chunks", b"0", "x-mock-stream-chunks must be a positive whole number of chunks.",
+                 id="chunks-zero"),
+    pytest.param("x-mock-stream-chunks", b"10001", "x-mock-stream-chunks must be at most 10000 chunks.",
+                 id="chunks-10001"),
+    pytest.param("x-mock-fail-after-chunks", b"1.5", "x-mock-fail-after-chunks must be a whole number of chunks.",
+                 id="fail-after-fraction"),
+])
+def test_a_bad_mock_header_is_400_naming_it(http: httpx.Client, header: str, value: bytes, message: str) -> None:
+    response = http.post("/v1/chat/completions", json=MOCK_BODY, headers=[(header.encode(), value), NO_CACHE])
+
+    assert response.status_code == 400
+    assert response.json() == header_error(message, header)
+
+
+def test_a_bad_mock_header_on_embeddings_is_400_naming_it(http: httpx.Client) -> None:
+    response = http.post("/v1/embeddings", json={"model": "demo/echo", "input": "hi"},
+                         headers=[(b"x-mock-delay-ms", b"9" * 400)])
+
+    assert response.status_code == 400
+    assert response.json() == header_error("x-mock-delay-ms must be at most 86400000 milliseconds (24 hours).",
+                                           "x-mock-delay-ms")
+
+
+@pytest.mark.parametrize(("header", "value", "status"), [
+    pytest.param("x-mock-status", "418", 418, id="status-418"),
+    pytest.param("x-mock-status", "0" * 5000 + "503", 503, id="status-leading-zeros"),
+    pytest.param("x-mock-delay-ms", "0" * 5000, 200, id="delay-zero"),
+    pytest.param("x-mock-delay-ms", str(MAX_TIMEOUT_MS), 504, id="delay-a-day"),  # the provider's 20 ms run out
+    pytest.param("x-mock-stream-chunks", "10000", 200, id="chunks-10000"),
+])
+def test_a_mock_header_in_range_is_taken(http: httpx.Client, header: str, value: str, status: int) -> None:
+    response = http.post("/v1/chat/completions", json=MOCK_BODY, headers=[(header.encode(), value.encode()), NO_CACHE])
+
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.text.endswith("data: [DONE]\n\n")
+
+
+def expected_mock(header: str, value: str) -> set[int]:
+    """The statuses the gateway may answer an ``x-mock-*`` header with (a mock stream answers 200)."""
+    low, high = MOCK_RANGES[header]
+    digits = value.lstrip("0") or "0"
+    if not value or not all("0" <= c <= "9" for c in value) or len(digits) > 9 or not low <= int(digits) <= high:
+        return {400}
+    if header == "x-mock-status":
+        number = int(digits)
+        return {502 if number >= 500 and number not in (503, 504) else 502 if number in (401, 403) else number}
+    if header == "x-mock-delay-ms":
+        return {200, 504}  # longer than the provider's timeout_ms (20 ms): a 504
+    return {200}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.sampled_from(sorted(MOCK_RANGES)), value=HEADER_VALUES | st.integers(0, 12_000).map(str))
+def test_any_mock_header_value_is_answered_never_500(http: httpx.Client, header: str, value: str) -> None:
+    response = http.post("/v1/chat/completions", json=MOCK_BODY,
+                         headers=[(header.encode(), value.encode("latin-1")), NO_CACHE])
+
+    assert response.status_code in expected_mock(header, value), response.text
+    if header != "x-mock-status" and response.status_code == 400:
+        assert response.json()["error"]["param"] == header
+        assert response.json()["error"]["code"] == "invalid_header"
+    if header == "x-mock-status" and expected_mock(header, value) == {400}:
+        assert response.json() == header_error(response.json()["error"]["message"], header)
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -33,7 +33,10 @@ class UpstreamStream:
         *,
         include_usage: bool,
         scrub: Callable[[str], str],
+        assembler: Any = None,
     ) -> None:
+        """``assembler``: what the chunks add up to (default: a ``chat.completion``'s
+        :class:`CompletionAssembler`; the Messages API brings its own)."""
         self._response = response
         self._scrub = scrub
         self._translator = translator
@@ -42,7 +45,18 @@ class UpstreamStream:
         self._chunks: AsyncGenerator[dict[str, Any], None] = self._generate()
         self._first: dict[str, Any] | None = None
         self._closed = False
-        self.assembler = CompletionAssembler()
+        self.assembler = CompletionAssembler() if assembler is None else assembler
+
+    @property
+    def first_id(self) -> str | None:
+        """The ``id`` the first chunk carried (the response's id), once prefetched."""
+        first = self._first
+        if first is None:
+            return None
+        found = first.get("id")
+        if found is None and isinstance(first.get("message"), dict):
+            found = first["message"].get("id")  # Anthropic's message_start
+        return found if isinstance(found, str) else None
 
     async def prefetch(self, ttft_timeout: float | None, *, started_at: float | None = None) -> None:
         """Waits for the first chunk, so that a failure before it raises here. The ``ttft_timeout``
@@ -119,7 +133,8 @@ class UpstreamStream:
         except httpx.TransportError as exc:
             raise UpstreamStreamError(f"the upstream connection was cut mid-stream: {self._scrub(str(exc))}") from None
         if not (self._translator.finished or self.assembler.complete):
-            raise UpstreamStreamError("the upstream ended the stream before it was complete")
+            reason = getattr(self._translator, "incomplete", None)
+            raise UpstreamStreamError(reason or "the upstream ended the stream before it was complete")
 
     def _observe(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         if self.assembler.chunk_count == 0:

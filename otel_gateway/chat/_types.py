@@ -6,12 +6,21 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 from ..config import RetryConfig
 from ..identity import ANONYMOUS, Identity
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+Kind: TypeAlias = Literal["chat", "messages", "embeddings", "moderations"]
+"""The endpoint a call came in on; ``chat._specs.SPECS`` says what differs between them."""
+
+_STREAMING = frozenset({"chat", "messages"})
+PATHS: Mapping[Kind, str] = MappingProxyType({
+    "chat": "/v1/chat/completions", "messages": "/v1/messages", "embeddings": "/v1/embeddings",
+    "moderations": "/v1/moderations",
+})
 
 
 @dataclass(slots=True)
@@ -54,29 +63,40 @@ class RequestContext:
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
-    """One chat request as a layer sees it. The client's body is never mutated: layers that
-    change the target or the parameters make a new call with :meth:`retarget`."""
+    """One model call as a layer sees it, whichever endpoint it came in on (``kind``). The
+    client's body is never mutated: layers that change the target or the parameters make a new
+    call with :meth:`retarget`."""
 
     body: Mapping[str, Any]
     model: str
     """The model this call is for: ``provider-account/model``, or a virtual name before routing."""
     context: RequestContext
+    kind: Kind = "chat"
     overrides: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     """Parameters a routing rule sets over the client's (``override_params``)."""
     retry: RetryConfig | None = None
     """How to retry this call's target (a load-balancing target's ``retry_config``)."""
+    via: str | None = None
+    """The routing rule that chose :attr:`model` (``the fallback rule 'x'``), for messages that name it."""
 
     @property
     def requested_model(self) -> str:
         return str(self.body["model"])
 
     @property
+    def path(self) -> str:
+        """The gateway path the call arrived on."""
+        return PATHS[self.kind]
+
+    @property
     def stream(self) -> bool:
-        return bool(self.body.get("stream"))
+        return self.body.get("stream") is True and self.kind in _STREAMING
 
     @property
     def include_usage(self) -> bool:
-        """Whether the client asked for the usage chunk at the end of a stream."""
+        """Whether the client asked for the usage chunk at the end of a chat stream."""
+        if self.kind != "chat":
+            return False
         options = self.body.get("stream_options")
         return isinstance(options, Mapping) and bool(options.get("include_usage"))
 
@@ -88,17 +108,22 @@ class ChatCall:
         return {**self.body, **self.overrides} if self.overrides else dict(self.body)
 
     def retarget(
-        self, model: str, overrides: Mapping[str, Any] | None = None, retry: RetryConfig | None = None
+        self, model: str, overrides: Mapping[str, Any] | None = None, retry: RetryConfig | None = None,
+        via: str | None = None,
     ) -> ChatCall:
-        return dataclasses.replace(self, model=model, overrides=overrides or _EMPTY, retry=retry)
+        return dataclasses.replace(self, model=model, overrides=overrides or _EMPTY, retry=retry,
+                                   via=via or self.via)
 
 
 @dataclass(slots=True)
 class Completion:
-    """A whole OpenAI ``chat.completion`` answer."""
+    """A whole JSON answer: an OpenAI ``chat.completion``, or the endpoint's own answer (an
+    embedding list, a moderation, an Anthropic message)."""
 
     data: dict[str, Any]
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    raw: bytes | None = None
+    """The body exactly as the provider sent it, when the client gets it unchanged."""
 
 
 class ChunkStream(Protocol):

@@ -7,22 +7,26 @@ Provider and transport failures become ``GatewayError``s through the shared boun
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 from opentelemetry.trace import Tracer
 
 from ..errors import GatewayError
-from ..providers import ProviderAdapter, ProviderRegistry
+from ..providers import ProviderRegistry
 from ..redaction import Redactor
-from ..telemetry import ChatInvocation, Invocation, NullInvocation
 from ..upstream import close, json_object, note_attempt, read, request_id_of, status_error, transport_error
-from ._stream import UpstreamStream, ttft_exceeded
+from ._specs import SPECS, Tracing
+from ._stream import ttft_exceeded
 from ._types import ChatCall, ChunkStream, Completion
 
 __all__ = ["ProviderSend"]
 
 
 class ProviderSend:
+    """One attempt at one provider, for a call of any kind: what differs per endpoint (the
+    request, the span, the answer, the stream) comes from its spec (``chat._specs``)."""
+
     def __init__(
         self,
         registry: ProviderRegistry,
@@ -32,32 +36,36 @@ class ProviderSend:
         redactor: Redactor,
     ) -> None:
         self._registry = registry
-        self._tracer = tracer
-        self._capture = capture_content
         self._redact = redactor
+        self._tracing = Tracing(tracer, capture_content, redactor)
 
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
+        spec = SPECS[call.kind]
         route = self._registry.resolve(call.model)
         adapter = route.adapter
-        note_attempt(call.context.outcome, adapter, route)
-        invocation = self._start(call, adapter)
+        outcome = call.context.outcome
+        note_attempt(outcome, adapter, route)
+        spec.check(adapter, call)
+        invocation = spec.start(self._tracing, call, adapter)
         response: httpx.Response | None = None
         # Time to first token counts from the request: a provider slow to start its answer exceeds it too.
         ttft = call.context.ttft_timeout if call.stream else None
         started_at = asyncio.get_running_loop().time()
         try:
-            request = adapter.build_request(call, route.upstream_model)
+            request = spec.build(adapter, call, route.upstream_model)
             with invocation.current():
                 response = await _send(adapter.transport, request, ttft)
-            call.context.outcome.provider_request_id = request_id_of(response)
+            outcome.provider_request_id = request_id_of(response)
             if response.status_code >= 400:
                 raise await status_error(adapter, response, self._redact)
-            if not call.stream:
+            if not call.stream or spec.stream is None:
                 try:
-                    data = json_object(adapter, await read(response))
-                    completion = Completion(adapter.translate_response(data, call))
+                    raw = await read(response)
+                    completion = spec.answer(adapter, call, json_object(adapter, raw), raw, response)
                 finally:
                     await response.aclose()
+                if outcome.provider_request_id is None:
+                    outcome.provider_request_id = _id_of(completion.data)
                 invocation.stop(completion.data)
                 return completion
         except GatewayError as exc:
@@ -73,25 +81,16 @@ class ProviderSend:
             await close(response)
             invocation.cancel()
             raise
-        stream = UpstreamStream(
-            response, adapter.stream_translator(call), invocation, include_usage=call.include_usage,
-            scrub=self._redact.text,
-        )
+        stream = spec.stream(response, adapter, call, invocation, self._redact)
         await stream.prefetch(ttft, started_at=started_at)
+        if outcome.provider_request_id is None:
+            outcome.provider_request_id = stream.first_id
         return stream
 
-    def _start(self, call: ChatCall, adapter: ProviderAdapter) -> Invocation:
-        if self._tracer is None:
-            return NullInvocation()
-        return ChatInvocation.start(
-            self._tracer,
-            params=call.params(),
-            requested_model=call.requested_model,
-            provider=adapter.gen_ai_provider,
-            server=(adapter.server_address, adapter.server_port),
-            capture_content=self._capture,
-            redactor=self._redact,
-        )
+
+def _id_of(data: dict[str, Any]) -> str | None:
+    found = data.get("id")
+    return found if isinstance(found, str) else None
 
 
 async def _send(transport: httpx.AsyncBaseTransport, request: httpx.Request, ttft: float | None) -> httpx.Response:

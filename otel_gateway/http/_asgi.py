@@ -14,9 +14,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import GatewayError, MalformedJSONError, NotFoundError, PayloadTooLargeError, internal_error
+from ..errors import (
+    ErrorShape,
+    GatewayError,
+    MalformedJSONError,
+    NotFoundError,
+    PayloadTooLargeError,
+    internal_error,
+)
 
 REQUEST_ID = "otel_gateway.request_id"
+ANTHROPIC_PATH = "/v1/messages"
+"""Anthropic's Messages API: this path and those under it (``/v1/messages/count_tokens``, ...)
+answer errors in Anthropic's shape, whichever layer refuses the request; every other path OpenAI's."""
 _JSON = (b"content-type", b"application/json")
 
 
@@ -146,14 +156,22 @@ def headers_of(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-def error_response(error: GatewayError) -> Response:
-    return Response(orjson.dumps(error.body()), status_code=error.status, headers=error.headers,
+def error_shape_for(path: str) -> ErrorShape:
+    """The shape of the errors answered on ``path``: the one place that decides it, for the
+    endpoints and for every layer that refuses a request before one is reached."""
+    if path.startswith(ANTHROPIC_PATH) and path[len(ANTHROPIC_PATH):len(ANTHROPIC_PATH) + 1] in ("", "/"):
+        return ErrorShape.ANTHROPIC
+    return ErrorShape.OPENAI
+
+
+def error_response(error: GatewayError, shape: ErrorShape = ErrorShape.OPENAI) -> Response:
+    return Response(orjson.dumps(error.shaped(shape)), status_code=error.status, headers=error.headers,
                     media_type="application/json")
 
 
 async def gateway_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return error_response(exc)
+    return error_response(exc, error_shape_for(request.url.path))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
@@ -164,11 +182,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         error = GatewayError(str(exc.detail), code=f"http_{exc.status_code}")
         error.status = exc.status_code
         error.type = "invalid_request_error" if exc.status_code < 500 else "internal_error"
-    return error_response(error)
+    return error_response(error, error_shape_for(request.url.path))
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    return error_response(internal_error())
+    return error_response(internal_error(), error_shape_for(request.url.path))
 
 
 def _exceeds(digits: bytes, limit: int) -> bool:

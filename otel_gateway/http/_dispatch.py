@@ -3,7 +3,8 @@
 Starlette's error middleware, exception middleware and router cost about as much per request as
 the rest of a chat completion's own work, so the plain ASGI endpoints on exact paths (chat,
 embeddings, moderations, messages) are dispatched by one dict lookup in :class:`HotRoutes`,
-which answers their errors as Starlette's handlers would. Everything else goes through Starlette.
+which answers their errors as Starlette's handlers would (in the shape of the path:
+``error_shape_for``). Everything else goes through Starlette.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import GatewayError, internal_error
-from ._asgi import error_response
+from ._asgi import error_response, error_shape_for
 
 logger = logging.getLogger("otel_gateway.http")
 
@@ -64,9 +65,9 @@ class HotRoutes:
         except GatewayError as exc:
             if started:
                 raise
-            await error_response(exc)(scope, receive, send)
+            await error_response(exc, error_shape_for(scope["path"]))(scope, receive, send)
         except Exception:
             logger.exception("%s %s failed", scope["method"], scope["path"])
             if started:
                 raise
-            await error_response(internal_error())(scope, receive, send)
+            await error_response(internal_error(), error_shape_for(scope["path"]))(scope, receive, send)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import OverloadedError
-from ._asgi import send_json
+from ._asgi import error_shape_for, send_json
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -76,7 +76,7 @@ class InFlightLimit:
                 f"The gateway is serving {limit} requests, its max_requests_in_flight; "
                 f"retry after {RETRY_AFTER} s.", retry_after=RETRY_AFTER,
             )
-            await send_json(send, error.status, error.body(), error.headers)
+            await send_json(send, error.status, error.shaped(error_shape_for(scope["path"])), error.headers)
             return
         self.in_flight += 1
         if self.in_flight > self.peak:

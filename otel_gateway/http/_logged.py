@@ -80,17 +80,19 @@ def shutting_down() -> ServiceUnavailableError:
                                    code="shutting_down")
 
 
-async def end_cancelled_stream(send: Send, exchange: Exchange | None) -> None:
+async def end_cancelled_stream(send: Send, exchange: Exchange | None, event: bytes | None = None) -> None:
     """Ends an event stream whose task was cancelled after the answer started: by the server at
     the end of its graceful shutdown (then the client gets a last ``shutting_down`` error event and
     a complete answer), or because its client left (then sending is a no-op). The record says
-    ``cancelled``; the cancellation ends here, so that the server sees a finished answer."""
+    ``cancelled``; the cancellation ends here, so that the server sees a finished answer.
+    ``event``: that last event in the stream's own format (default: OpenAI's, a ``data:`` line)."""
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
     if exchange is not None:
         exchange.status = "cancelled"
-    event = b"data: " + orjson.dumps(shutting_down().body()) + b"\n\n"
+    if event is None:
+        event = b"data: " + orjson.dumps(shutting_down().body()) + b"\n\n"
     with contextlib.suppress(TimeoutError, OSError):
         async with asyncio.timeout(FINAL_EVENT_SECONDS):
             await send({"type": "http.response.body", "body": event})

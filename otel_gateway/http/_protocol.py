@@ -34,6 +34,7 @@ from uvicorn.server import ServerState
 
 from ..config import ServerDocument
 from ..errors import GatewayError, HeadersTooLargeError, RequestTimeoutError
+from ._asgi import error_shape_for
 
 __all__ = ["FrontLimits", "GatewayHttpProtocol", "http_protocol"]
 
@@ -226,7 +227,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _answer(self, error: GatewayError) -> bytes:
-        body = orjson.dumps(error.body())
+        """The refusal, in the error shape of the path the request named (as far as it arrived)."""
+        path = getattr(self, "url", b"").partition(b"?")[0].decode("latin-1")
+        body = orjson.dumps(error.shaped(error_shape_for(path)))
         lines = [f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\n".encode()]
         lines += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         lines += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),

@@ -1,17 +1,16 @@
 """Sending a request built by an adapter and passing its answer back: error mapping, header
-filtering and byte-for-byte relaying, shared by the endpoints other than chat completions."""
+filtering and byte-for-byte relaying, for the pass-through proxy; and a body sent as it came."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import httpx
 from starlette.types import Send
 
 from ..providers import ProviderAdapter
 from ..redaction import Redactor
-from ..upstream import close, json_object, read, request_id_of, status_error, transport_error
+from ..upstream import close, request_id_of, status_error, transport_error
 from ..warehouse import Exchange
 
 HOP_BY_HOP = frozenset({
@@ -45,19 +44,12 @@ async def open_upstream(
         raise
 
 
-async def read_json_object(adapter: ProviderAdapter, response: httpx.Response, redact: Redactor) -> tuple[bytes, Any]:
-    """The whole body of an answer that must be a JSON object, raw and parsed; closes the answer."""
-    try:
-        raw = await read(response)
-    except httpx.HTTPError as exc:
-        raise transport_error(adapter, exc, redact) from exc
-    finally:
-        await response.aclose()
-    return raw, json_object(adapter, raw)
-
-
-async def send_bytes(send: Send, status: int, body: bytes, content_type: str) -> None:
+async def send_bytes(
+    send: Send, status: int, body: bytes, content_type: str, extra: Mapping[str, str] | None = None
+) -> None:
     headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions``: parse once, send down the chain, answer or stream."""
+"""``POST /v1/chat/completions``: its entry of the shared endpoint (``_endpoint``), and its stream to the client."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
-from ..chat import ChatCall, ChunkStream, Completion, RequestContext
-from ..chat import Send as ChatSend
-from ..errors import GatewayError, InvalidRequestError, UpstreamTimeoutError
+from ..chat import ChunkStream, RequestContext
+from ..errors import GatewayError
 from ..runtime import Gateway
 from ..sse import DONE
 from ..warehouse import Exchange
-from ._asgi import headers_of, parse_json_object, read_body, send_json
-from ._logged import end_cancelled_stream, logged, record_error, start_exchange, watching_disconnect
+from ._endpoint import Endpoint, ModelEndpoint, request_timeout
+from ._logged import end_cancelled_stream, record_error
 from ._params import CHAT, check_body
 
 logger = logging.getLogger("otel_gateway.chat")
@@ -29,49 +28,8 @@ _SSE_HEADERS = [
 ]
 
 
-class ChatCompletionsEndpoint:
-    def __init__(self, gateway: Gateway) -> None:
-        self._gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        runtime = self._gateway.current
-        headers = headers_of(scope)
-        exchange = start_exchange(scope, headers, "/v1/chat/completions")
-        with logged(self._gateway, exchange):
-            body = parse_json_object(await read_body(scope, receive, runtime.config.server.max_request_body_bytes))
-            exchange.request = body
-            exchange.model = body["model"] if isinstance(body.get("model"), str) else None
-            exchange.stream = body.get("stream") is True
-            _validate(body)
-            deadline = _deadline(headers)
-            context = RequestContext(
-                request_id=exchange.request_id,
-                headers=headers,
-                ttft_timeout=_milliseconds(headers, "x-gateway-ttft-timeout-ms"),
-                identity=exchange.identity,
-                metadata=exchange.metadata,
-                deadline=deadline,
-                outcome=exchange.outcome,
-            )
-            call = ChatCall(body=body, model=body["model"], context=context)
-            async with watching_disconnect(receive, exchange, stream=exchange.stream):
-                result = await _send_within_deadline(runtime.send, call)
-                if isinstance(result, Completion):
-                    exchange.response = result.data
-                    await send_json(send, 200, result.data, {**context.response_headers, **result.headers})
-                else:
-                    await stream_to_client(result, send, context, exchange)
-
-
-async def _send_within_deadline(chat_send: ChatSend, call: ChatCall) -> Completion | ChunkStream:
-    deadline = call.context.deadline
-    if deadline is None:
-        return await chat_send(call)
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await chat_send(call)
-    except TimeoutError:
-        raise _request_timeout(call.context.headers) from None
+def ChatCompletionsEndpoint(gateway: Gateway) -> ModelEndpoint:
+    return ModelEndpoint(gateway, CHAT_ENDPOINT)
 
 
 async def stream_to_client(
@@ -97,7 +55,7 @@ async def stream_to_client(
                     if sent is not None:
                         sent.append(chunk)
         except TimeoutError:
-            raise _request_timeout(context.headers) from None
+            raise request_timeout(context.headers) from None
         await send({"type": "http.response.body", "body": DONE})
     except GatewayError as exc:
         logger.warning("stream failed after it started: %s", exc.message)
@@ -124,33 +82,8 @@ def _validate(body: Mapping[str, Any]) -> None:
     check_body(body, CHAT)
 
 
-MAX_TIMEOUT_MS = 86_400_000
-"""The longest ``x-gateway-request-timeout`` / ``x-gateway-ttft-timeout-ms`` taken (24 h); more is a 400."""
+async def _write(stream: ChunkStream, send: Send, context: RequestContext, exchange: Exchange) -> None:
+    await stream_to_client(stream, send, context, exchange)
 
 
-def _milliseconds(headers: Mapping[str, str], name: str) -> float | None:
-    """A header of whole milliseconds, 1 to :data:`MAX_TIMEOUT_MS`, in seconds. ASCII digits only
-    (``str.isdigit`` also takes ``²``), and never more of them than the maximum has, so ``int()``
-    is neither refused nor slow, however long the value."""
-    value = headers.get(name)
-    if value is None:
-        return None
-    digits = value.lstrip("0")
-    if not (digits.isascii() and digits.isdigit()):
-        raise InvalidRequestError(f"{name} must be a positive whole number of milliseconds.",
-                                  param=name, code="invalid_header")
-    if len(digits) > len(str(MAX_TIMEOUT_MS)) or int(digits) > MAX_TIMEOUT_MS:
-        raise InvalidRequestError(f"{name} must be at most {MAX_TIMEOUT_MS} milliseconds (24 hours).",
-                                  param=name, code="invalid_header")
-    return int(digits) / 1000
-
-
-def _deadline(headers: Mapping[str, str]) -> float | None:
-    timeout = _milliseconds(headers, "x-gateway-request-timeout")
-    return None if timeout is None else asyncio.get_running_loop().time() + timeout
-
-
-def _request_timeout(headers: Mapping[str, str]) -> UpstreamTimeoutError:
-    ms = headers.get("x-gateway-request-timeout")
-    return UpstreamTimeoutError(f"The request was not answered within {ms} ms (x-gateway-request-timeout).",
-                                code="request_timeout")
+CHAT_ENDPOINT = Endpoint("chat", _validate, _write)

@@ -1,6 +1,7 @@
 """The built-in ``mock`` provider: no network, deterministic, speaks OpenAI's wire format.
 
-It echoes the last message, streams it in N chunks, calls the first offered tool, answers
+It echoes the last message, streams it in N chunks, calls the first offered tool (on chat
+completions, and on Anthropic's Messages API: ``_mock_messages``), answers
 embeddings with unit vectors derived from a hash of each input and moderations by flagging the
 categories an input names, and can be told to wait or fail, by its config (``mock:``) or per
 request with ``x-mock-*`` headers:
@@ -23,21 +24,27 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 import orjson
 
+from .._headers import MAX_MILLISECONDS, whole_number
 from ..config import MockOptions, ProviderConfig
 from ..sse import DONE, encode_data
+from . import _mock_messages
 from .openai import OpenAIAdapter
 
 if TYPE_CHECKING:
     from ..chat._types import ChatCall
 
 _JSON = {"content-type": "application/json"}
+MAX_CHUNKS = 10_000
 _HEADERS = {
-    "x-mock-delay-ms": "delay_ms",
-    "x-mock-status": "fail_status",
-    "x-mock-stream-chunks": "stream_chunks",
-    "x-mock-chunk-delay-ms": "chunk_delay_ms",
-    "x-mock-fail-after-chunks": "fail_after_chunks",
+    # header: (field of MockOptions, lowest, highest, unit)
+    "x-mock-delay-ms": ("delay_ms", 0, MAX_MILLISECONDS, "milliseconds"),
+    "x-mock-status": ("fail_status", 400, 599, ""),
+    "x-mock-stream-chunks": ("stream_chunks", 1, MAX_CHUNKS, "chunks"),
+    "x-mock-chunk-delay-ms": ("chunk_delay_ms", 0, MAX_MILLISECONDS, "milliseconds"),
+    "x-mock-fail-after-chunks": ("fail_after_chunks", 0, MAX_CHUNKS, "chunks"),
 }
+"""Each header a whole number in its range (24 h for a delay, a status of 400-599, 1-10000 chunks to
+split a stream into, as ``MockOptions`` has them); anything else is a 400 naming the header."""
 
 
 DIMENSIONS = 8
@@ -66,11 +73,18 @@ class MockAdapter(OpenAIAdapter):
         request = super().build_operation_request(operation, body, upstream_model, client_headers)
         return _with_mock_headers(request, client_headers)
 
+    def build_messages_request(
+        self, body: Mapping[str, Any], upstream_model: str, client_headers: Mapping[str, str]
+    ) -> httpx.Request:
+        """Anthropic's Messages API, which the mock answers itself (``_mock_messages``)."""
+        request = self._post(self.endpoint_url("messages"), {**body, "model": upstream_model}, {})
+        return _with_mock_headers(request, client_headers)
+
 
 def _with_mock_headers(request: httpx.Request, client_headers: Mapping[str, str]) -> httpx.Request:
-    for header in _HEADERS:
-        if header in client_headers:
-            request.headers[header] = client_headers[header]
+    """The client's ``x-mock-*`` headers, checked (400 naming a bad one) and passed on as plain digits."""
+    for header, value in _mock_headers(client_headers).items():
+        request.headers[header] = str(value)
     return request
 
 
@@ -81,41 +95,42 @@ class MockTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         answer_for = _ANSWERS.get(request.url.path) if request.method == "POST" else None
         if answer_for is None:
-            return _error(404, f"the mock provider has no {request.method} {request.url.path}")
-        try:
-            options = _options(self.options, request.headers)
-        except ValueError as exc:
-            return _error(400, str(exc))
+            return _error(404, f"the mock provider has no {request.method} {request.url.path}", request)
+        options = _options(self.options, request.headers)  # a bad header: InvalidRequestError, 400
         body = orjson.loads(await request.aread())
         if options.delay_ms:
             await _wait(options.delay_ms / 1000, request)
         if options.fail_status:
-            return _error(options.fail_status, f"mock provider failing on purpose with status {options.fail_status}")
+            return _error(options.fail_status, f"mock provider failing on purpose with status {options.fail_status}",
+                          request)
         try:
             answer = answer_for(body)
         except ValueError as exc:
-            return _error(400, str(exc))
-        if answer_for is not _answer or not body.get("stream"):
+            return _error(400, str(exc), request)
+        if answer_for is _answer and body.get("stream"):
+            frames = [encode_data(chunk) for chunk in _chunks(answer, options.stream_chunks, _wants_usage(body))]
+            frames.append(DONE)
+        elif answer_for is _mock_messages.message and body.get("stream"):
+            frames = _mock_messages.message_events(answer, options.stream_chunks)
+        else:
             return httpx.Response(200, content=orjson.dumps(answer), headers=_JSON, request=request)
-        chunks = _chunks(answer, options.stream_chunks, _wants_usage(body))
-        stream = _ChunkStream(chunks, options.chunk_delay_ms / 1000, options.fail_after_chunks, request)
+        stream = _ChunkStream(frames, options.chunk_delay_ms / 1000, options.fail_after_chunks, request)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=stream, request=request)
 
 
 class _ChunkStream(httpx.AsyncByteStream):
-    def __init__(
-        self, chunks: list[dict[str, Any]], delay: float, fail_after: int | None, request: httpx.Request
-    ) -> None:
-        self._chunks, self._delay, self._fail_after, self._request = chunks, delay, fail_after, request
+    """SSE ``frames``, ``delay`` s apart, cut (a connection drop) after ``fail_after`` of them."""
+
+    def __init__(self, frames: list[bytes], delay: float, fail_after: int | None, request: httpx.Request) -> None:
+        self._frames, self._delay, self._fail_after, self._request = frames, delay, fail_after, request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for sent, chunk in enumerate(self._chunks):
+        for sent, frame in enumerate(self._frames):
             if self._fail_after is not None and sent >= self._fail_after:
                 raise httpx.RemoteProtocolError("mock provider cut the stream on purpose", request=self._request)
             if sent and self._delay:
                 await _wait(self._delay, self._request)
-            yield encode_data(chunk)
-        yield DONE
+            yield frame
 
 
 async def _wait(seconds: float, request: httpx.Request) -> None:
@@ -129,19 +144,27 @@ async def _wait(seconds: float, request: httpx.Request) -> None:
 
 
 def _options(base: MockOptions, headers: Mapping[str, str]) -> MockOptions:
-    updates: dict[str, int] = {}
-    for header, field in _HEADERS.items():
-        if header in headers:
-            try:
-                updates[field] = int(headers[header])
-            except ValueError:
-                raise ValueError(f"{header} must be an integer, got {headers[header]!r}") from None
-    return MockOptions.model_validate({**base.model_dump(), **updates}) if updates else base
+    updates = {_HEADERS[header][0]: value for header, value in _mock_headers(headers).items()}
+    return base.model_copy(update=updates) if updates else base
 
 
-def _error(status: int, message: str) -> httpx.Response:
-    kind = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "code": f"mock_{status}", "param": None}}
+def _mock_headers(headers: Mapping[str, str]) -> dict[str, int]:
+    """The ``x-mock-*`` headers present, each a whole number in its range (else InvalidRequestError)."""
+    values: dict[str, int] = {}
+    for header, (_, low, high, unit) in _HEADERS.items():
+        value = whole_number(headers, header, low=low, high=high, unit=unit)
+        if value is not None:
+            values[header] = value
+    return values
+
+
+def _error(status: int, message: str, request: httpx.Request) -> httpx.Response:
+    """In OpenAI's error shape, or Anthropic's for the Messages API."""
+    if request.url.path == _mock_messages.PATH:
+        body = _mock_messages.error_body(status, message)
+    else:
+        kind = "rate_limit_error" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
+        body = {"error": {"message": message, "type": kind, "code": f"mock_{status}", "param": None}}
     return httpx.Response(status, content=orjson.dumps(body), headers=_JSON)
 
 
@@ -295,4 +318,5 @@ _ANSWERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "/chat/completions": _answer,
     "/embeddings": _embeddings,
     "/moderations": _moderations,
+    _mock_messages.PATH: _mock_messages.message,
 }

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from ..chat._types import ChatCall, ChunkStream, Completion, Send
 from ..config import FallbackDocument, FallbackRule
 from ..errors import GatewayError, OverloadedError, RequestTimeoutError
-from ._attempts import CHAT_METHOD, CHAT_PATH, is_transport_failure, out_of_time, send_in_span, status_of, time_left
+from ._attempts import CHAT_METHOD, is_transport_failure, out_of_time, send_in_span, status_of, time_left
 from ._match import matches
 
 __all__ = ["FALLBACK_SPAN", "Alternative", "Fallback", "send_with_fallbacks"]
@@ -55,7 +55,8 @@ class Fallback:
         if rule is None:
             return await self._send(call)
         triggers = _trigger(rule)
-        alternatives = (Alternative(call.retarget(model.target, model.override_params), self._send, triggers)
+        via = f"the fallback rule '{rule.id}'"
+        alternatives = (Alternative(call.retarget(model.target, model.override_params, via=via), self._send, triggers)
                         for model in rule.fallback_models)
         return await send_with_fallbacks(
             Alternative(call, self._send, triggers), alternatives, config_id=rule.id, tracer=self._tracer
@@ -109,7 +110,7 @@ def fallback_attributes(primary: ChatCall, attempt: ChatCall, config_id: str) ->
     """Exactly the seed's ``fallback.*`` keys; ``max_tokens`` and ``temperature`` are those this
     attempt sends, present only when set."""
     attributes: dict[str, Any] = {
-        "fallback.http.url": CHAT_PATH,
+        "fallback.http.url": primary.path,
         "fallback.http.method": CHAT_METHOD,
         "fallback.requested_model": primary.model,
         "fallback.resolved_model": attempt.model,

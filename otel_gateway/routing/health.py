@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..chat._specs import SPECS
 from ..chat._types import ChatCall, ChunkStream, Completion, Send
 from ..errors import UpstreamStatusError
 from ._attempts import FinishingStream, is_target_failure
@@ -209,7 +210,8 @@ class HealthObserver:
             _settle(lease, exc)
             raise
         if isinstance(result, Completion):
-            lease.succeeded(_output_tokens(result.data) or _estimated_output_tokens(result.data))
+            usage = SPECS[call.kind].usage(result.data)
+            lease.succeeded(_output_tokens({"usage": usage}) or _estimated_output_tokens(result.data))
             return result
         stream = result
 

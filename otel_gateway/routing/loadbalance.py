@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanKind, Tracer
 from ..chat._types import ChatCall, ChunkStream, Completion, Send
 from ..config import LoadBalanceDocument, LoadBalanceRule, LoadBalanceTarget
 from ..errors import GatewayError, RequestTimeoutError
-from ._attempts import CHAT_METHOD, CHAT_PATH, is_transport_failure, send_in_span, status_of
+from ._attempts import CHAT_METHOD, is_transport_failure, send_in_span, status_of
 from ._match import matches
 from .fallback import Alternative, send_with_fallbacks
 from .health import HealthRegistry
@@ -153,12 +153,13 @@ class LoadBalancer:
         if route is None:
             return await self._send(call)
         chosen, *others = route.plan()
-        primary = self._alternative(call, chosen)
-        alternatives = (self._alternative(call, target) for target in others)
+        via = f"the load-balancing rule '{route.rule.id}'"
+        primary = self._alternative(call, chosen, via)
+        alternatives = (self._alternative(call, target, via) for target in others)
         if self._tracer is None:
             return await send_with_fallbacks(primary, alternatives, config_id=route.rule.id, tracer=None)
         span = self._tracer.start_span(LOAD_BALANCE_SPAN, kind=SpanKind.INTERNAL, attributes={
-            "load_balance.http.url": CHAT_PATH,
+            "load_balance.http.url": call.path,
             "load_balance.http.method": CHAT_METHOD,
             "user.tenantName": call.context.identity.tenant,
             "load_balance.requested_model": call.model,
@@ -171,7 +172,7 @@ class LoadBalancer:
         return await send_in_span(span, balanced, call)
 
 
-    def _alternative(self, call: ChatCall, target: _Target) -> Alternative:
-        retargeted = call.retarget(target.name, target.config.override_params, target.config.retry_config)
+    def _alternative(self, call: ChatCall, target: _Target, via: str) -> Alternative:
+        retargeted = call.retarget(target.name, target.config.override_params, target.config.retry_config, via)
         return Alternative(retargeted, self._send, target.fails_over)
 

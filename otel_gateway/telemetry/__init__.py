@@ -4,7 +4,7 @@ calls, the upstream HTTP CLIENT span, setup from the environment."""
 from typing import TypeAlias
 
 from ._client import traced_transport
-from ._genai import ChatInvocation, NullInvocation
+from ._genai import TOOL_DEFINITIONS, ChatInvocation, NullInvocation, tool_definitions, tool_definitions_attribute
 from ._operation import OperationInvocation
 from ._server import ServerSpanMiddleware
 from ._setup import capture_content, tracer_provider_from_env, tracing_enabled
@@ -12,12 +12,15 @@ from ._setup import capture_content, tracer_provider_from_env, tracing_enabled
 Invocation: TypeAlias = ChatInvocation | NullInvocation
 
 __all__ = [
+    "TOOL_DEFINITIONS",
     "ChatInvocation",
     "Invocation",
     "NullInvocation",
     "OperationInvocation",
     "ServerSpanMiddleware",
     "capture_content",
+    "tool_definitions",
+    "tool_definitions_attribute",
     "traced_transport",
     "tracer_provider_from_env",
     "tracing_enabled",

@@ -3,7 +3,9 @@
 Request attributes are set when the span starts (so samplers see them), response attributes
 when it stops, ``error.type`` when it fails. Prompts and completions are indexed
 (``gen_ai.prompt.{i}.*``, ``gen_ai.completion.{i}.*``) and each prompt message is also an event
-named by its role. With content capture off, every attribute that carries text is left out.
+named by its role. The tools the request offers are ``gen_ai.tool.definitions``
+(:func:`tool_definitions_attribute`, for the ``messages`` span too). With content capture off,
+every attribute that carries text is left out.
 Every string attribute, of the span and of its events, passes the configuration's redaction
 (``otel_gateway.redaction``): a credential pasted into a prompt, a tool call's arguments or a
 completion reads ``[REDACTED]``.
@@ -36,6 +38,7 @@ _REQUEST_PARAMS = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "seed": "gen_ai.request.seed",
 }
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 _EVENTS = {"system": "gen_ai.system.message", "developer": "gen_ai.system.message", "user": "gen_ai.user.message",
            "assistant": "gen_ai.assistant.message", "tool": "gen_ai.tool.message"}
 
@@ -92,6 +95,10 @@ class ChatInvocation:
             messages = ()
         # One attributes dict at the start: the SDK validates and stores them in one pass.
         attributes.update(_prompt_attributes(messages, capture_content))
+        if capture_content:
+            definitions = tool_definitions(params.get("tools"))
+            if definitions is not None:
+                attributes[TOOL_DEFINITIONS] = definitions
         clean = not redactor.holds_secret(_joined(attributes))
         if not clean:
             _redact(redactor, attributes)
@@ -156,6 +163,42 @@ class NullInvocation:
 
     def cancel(self, partial: Mapping[str, Any] | None = None) -> None:
         pass
+
+
+def tool_definitions(tools: Any) -> str | None:
+    """The tools a request offers as the JSON text of ``gen_ai.tool.definitions``, in the GenAI
+    semantic conventions' form: a list of ``{"type": "function", "name", "description",
+    "parameters"}`` (the last two when given). OpenAI's chat tools (``{"type": "function",
+    "function": {...}}``) and Anthropic's (``{"name", "description", "input_schema"}``) both take it;
+    any other tool (Anthropic's server tools, say) is kept as it came. ``None`` when none is offered."""
+    if not isinstance(tools, Sequence) or isinstance(tools, (str, bytes)) or not tools:
+        return None
+    return orjson.dumps([_tool_definition(tool) for tool in tools]).decode()
+
+
+def tool_definitions_attribute(tools: Any, redactor: Redactor, *, capture_content: bool) -> dict[str, str]:
+    """``{"gen_ai.tool.definitions": ...}`` for a span's attributes, redacted by the one rule; empty
+    with content capture off or no tools offered."""
+    definitions = tool_definitions(tools) if capture_content else None
+    return {} if definitions is None else {TOOL_DEFINITIONS: redactor.text(definitions)}
+
+
+def _tool_definition(tool: Any) -> Any:
+    if not isinstance(tool, Mapping):
+        return tool
+    function = tool.get("function")
+    if tool.get("type") == "function" and isinstance(function, Mapping):
+        source, schema = function, function.get("parameters")
+    elif "input_schema" in tool and tool.get("type") in (None, "custom"):
+        source, schema = tool, tool.get("input_schema")
+    else:
+        return tool
+    definition: dict[str, Any] = {"type": "function", "name": source.get("name")}
+    if source.get("description") is not None:
+        definition["description"] = source["description"]
+    if schema is not None:
+        definition["parameters"] = schema
+    return definition
 
 
 def _joined(attributes: Mapping[str, Any]) -> str:

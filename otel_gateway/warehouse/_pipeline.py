@@ -26,6 +26,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 
 from .._urls import redact_url
 from ..config import GatewayConfig
+from ..redaction import Redactor
 from ._exchange import Exchange
 from ._otlp import OtlpLogSink, logger_provider_from_env
 from ._record import RecordBuilder
@@ -83,9 +84,11 @@ class RequestLogPipeline:
         store: Store | None = None,
         logger_provider: LoggerProvider | None = None,
         environ: Mapping[str, str] | None = None,
+        redactor: Redactor | None = None,
     ) -> RequestLogPipeline:
         """Sinks as the logging document says: its store (or ``store`` given here), its JSONL file,
-        and OTLP logs to ``logger_provider`` (default: from the environment, ``ENABLE_OTEL_LOGS``)."""
+        and OTLP logs to ``logger_provider`` (default: from the environment, ``ENABLE_OTEL_LOGS``).
+        ``redactor``: the configuration's one (the runtime's; made from ``config`` when not given)."""
         env = os.environ if environ is None else environ
         options = config.logging
         stats = Stats()
@@ -106,7 +109,7 @@ class RequestLogPipeline:
             logger_provider = logger_provider_from_env(env, environment=options.environment)
         if logger_provider is not None:
             sinks.append(OtlpLogSink(logger_provider, owned=owned))
-        builder = RecordBuilder(config, service_name=env.get("OTEL_SERVICE_NAME") or "otel-gateway")
+        builder = RecordBuilder(config, service_name=env.get("OTEL_SERVICE_NAME") or "otel-gateway", redactor=redactor)
         return cls(builder, sinks, queue_size=options.queue_size, batch_size=options.batch_size,
                    flush_interval=options.flush_interval_ms / 1000, stats=stats)
 
@@ -137,10 +140,11 @@ class RequestLogPipeline:
             "spool_bytes": spool_bytes,
         }
 
-    def reconfigure(self, config: GatewayConfig) -> None:
-        """A reloaded config's redaction, pricing and environment apply to the records built from
-        now on; its store, JSONL file and queue settings take effect at the next start."""
-        self._builder = RecordBuilder(config, service_name=self._builder.resource["service.name"])
+    def reconfigure(self, config: GatewayConfig, redactor: Redactor | None = None) -> None:
+        """A reloaded config's redaction (``redactor``, its one: made from ``config`` when not given),
+        pricing and environment apply to the records built from now on; its store, JSONL file and
+        queue settings take effect at the next start."""
+        self._builder = RecordBuilder(config, service_name=self._builder.resource["service.name"], redactor=redactor)
 
     # -- the request path ----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import get_args
 
 from ._exchange import Status
-from ._store import DEFAULT_LIMIT, MAX_LIMIT, LogFilters, decode_cursor, to_micros
+from ._store import DEFAULT_LIMIT, EARLIEST, LATEST, MAX_LIMIT, LogFilters, decode_cursor, to_micros
 
 STATUSES: tuple[str, ...] = get_args(Status)
 METADATA_PREFIX = "metadata."
@@ -21,11 +21,6 @@ _DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smhdw])+")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
-EARLIEST = datetime.min.replace(tzinfo=UTC)
-LATEST = datetime.max.replace(tzinfo=UTC)
-"""The instants both stores can represent (SQLite keeps µs in an integer; a PostgreSQL parameter is
-a Python datetime): a time outside is clamped to them, since no record can lie beyond, and a cursor
-outside is refused (no page ends there)."""
 _CURSOR_RANGE = range(to_micros(EARLIEST), to_micros(LATEST) + 1)
 
 

@@ -27,6 +27,11 @@ logger = logging.getLogger("otel_gateway.warehouse")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+"""The instants both stores can represent (SQLite keeps µs in an integer; a PostgreSQL parameter is
+a Python datetime): a record's time outside is stored clamped to them, a query's time too, since no
+record can lie beyond, and a cursor outside is refused (no page ends there)."""
 
 
 class StoreUnavailable(Exception):
@@ -194,8 +199,10 @@ def to_row(record: Mapping[str, Any]) -> Row | None:
     if moment is None:
         logger.warning("log record %s has no valid timestamp; indexed at the time it was stored", record_id)
         moment = datetime.now(UTC)
+    # 0001-01-01T00:00:00+14:00 is in year 0 in UTC, which a PostgreSQL timestamptz parameter refuses.
+    moment = EARLIEST if moment < EARLIEST else LATEST if moment > LATEST else moment
     return Row(
-        id=record_id,
+        id=_no_nul(record_id),
         ts_us=to_micros(moment),
         model=_text(attributes.get("model")),
         user_id=_text(attributes.get("user_id")),
@@ -238,10 +245,18 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 def _text(value: Any) -> str | None:
     if isinstance(value, str):
-        return value
+        return _no_nul(value)
     if value is None or isinstance(value, dict | list | Mapping):
         return None
-    return str(value)
+    return _no_nul(str(value))
+
+
+def _no_nul(text: str) -> str:
+    """PostgreSQL's text refuses NUL (and the whole batch with it), so every column gets U+FFFD for it,
+    as ``record_json`` does; a lone surrogate, which no UTF-8 store takes, becomes ``?``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _number(value: Any) -> float | None:

@@ -36,6 +36,11 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
+WEATHER_DEFINITIONS = (
+    '[{"type":"function","name":"get_weather","description":"Current weather of a city",'
+    '"parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}]'
+)
+"""``WEATHER_TOOL`` as ``gen_ai.tool.definitions`` (the GenAI conventions' flat form)."""
 PROMPT_CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}
 TOOL_CONVERSATION = [
     SYSTEM,
@@ -121,7 +126,8 @@ def request_attributes(fake_url: str, *, stream: bool = False, **extra: Any) -> 
 
 
 def without_content(attributes: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in attributes.items() if not k.endswith((".content", ".arguments"))}
+    return {k: v for k, v in attributes.items()
+            if not k.endswith((".content", ".arguments")) and k != "gen_ai.tool.definitions"}
 
 
 def tool_stream(calls: Sequence[tuple[int, str | None, str | None, str]]) -> list[bytes]:
@@ -251,6 +257,7 @@ def test_tool_call(gateway: Gateway, tracer_provider: TracerProvider, span_expor
             "gen_ai.prompt.3.role": "tool",
             "gen_ai.prompt.3.content": "18C, sunny",
             "gen_ai.prompt.3.tool_call_id": "call_1",
+            "gen_ai.tool.definitions": WEATHER_DEFINITIONS,
             "gen_ai.response.id": "chatcmpl-fake1",
             "gen_ai.response.model": UPSTREAM_MODEL,
             "gen_ai.response.finish_reasons": ("tool_calls",),
@@ -305,6 +312,7 @@ def test_streamed_tool_call_fragments_are_joined(gateway: Gateway, tracer_provid
         **{
             "gen_ai.prompt.0.role": "user",
             "gen_ai.prompt.0.content": "Weather in Paris?",
+            "gen_ai.tool.definitions": WEATHER_DEFINITIONS,
             "gen_ai.response.id": "chatcmpl-fake3",
             "gen_ai.response.model": UPSTREAM_MODEL,
             "gen_ai.response.finish_reasons": ("tool_calls",),

@@ -89,6 +89,8 @@ def test_anthropic_streamed_tool_call(client: openai.OpenAI, span_exporter: InMe
         "gen_ai.prompt.0.content": "You are terse.",
         "gen_ai.prompt.1.role": "user",
         "gen_ai.prompt.1.content": "Weather in Paris?",
+        "gen_ai.tool.definitions": '[{"type":"function","name":"get_weather",'
+                                   '"parameters":{"type":"object","properties":{"city":{"type":"string"}}}}]',
         "gen_ai.response.id": "msg_fake1",
         "gen_ai.response.model": "claude-sonnet-4-5-20250929",
         "gen_ai.response.finish_reasons": ("tool_calls",),

@@ -242,8 +242,9 @@ def test_a_streamed_request(client: openai.OpenAI, fake: FakeUpstream, store: Me
             error=None, usage=usage, cost=cost, expected_usage=usage, expected_cost=cost,
             trace_id=trace_id, span_id=span_id,
             metadata={"projectId": None, "projectName": None, "tokens": {"input": 12, "output": 2, "total": 14},
-                      "cost": 0.00005, "status": "success", "provider_request_id": None, "http_status": 200,
-                      "provider_type": "openai", "upstream_model": "gpt-4o", "attempts": 1},
+                      # no request-id header: the stream's id, from its first chunk
+                      "cost": 0.00005, "status": "success", "provider_request_id": "chatcmpl-fake2",
+                      "http_status": 200, "provider_type": "openai", "upstream_model": "gpt-4o", "attempts": 1},
         ),
     }
 

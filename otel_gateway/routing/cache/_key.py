@@ -42,16 +42,19 @@ IGNORED = frozenset({
 def cache_key(call: ChatCall, prefix: str) -> tuple[str, str] | None:
     """``(key, digest)``: the full key, ``{prefix}{tenant}:{digest}``, and the SHA-256 hex digest of the
     normalized request. ``None`` when the body cannot be serialized canonically (then it is not cached)."""
-    digest = request_digest(call.model, call.params())
+    digest = request_digest(call.model, call.params(), None if call.kind == "chat" else call.kind)
     if digest is None:
         return None
     tenant = call.context.identity.tenant.replace("%", "%25").replace(":", "%3A")
     return f"{prefix}{tenant}:{digest}", digest
 
 
-def request_digest(model: str, params: Mapping[str, Any]) -> str | None:
+def request_digest(model: str, params: Mapping[str, Any], endpoint: str | None = None) -> str | None:
+    """``endpoint``: the kind of a call other than chat (``embeddings``), so that no two endpoints share a key."""
     normalized = {name: value for name, value in params.items() if name not in IGNORED and value is not None}
     normalized["model"] = model
+    if endpoint is not None:
+        normalized[" endpoint"] = endpoint  # not a body field name: the space keeps it apart
     try:
         canonical = orjson.dumps(normalized, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):

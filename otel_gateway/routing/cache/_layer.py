@@ -30,6 +30,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from ..._throttle import ThrottledLog
 from ...chat._assemble import CompletionAssembler
+from ...chat._specs import SPECS
 from ...chat._types import ChatCall, ChunkStream, Completion, Outcome, Send
 from ...config._cache import CacheDocument
 from ...errors import GatewayError
@@ -99,7 +100,8 @@ class ResponseCache:
         self._failing = False
 
     async def __call__(self, call: ChatCall) -> Completion | ChunkStream:
-        if not matches(self._config.when, call):
+        spec = SPECS[call.kind]
+        if not spec.cacheable or not matches(self._config.when, call):
             return await self._next(call)
         flags = directives(call.context.headers)
         keyed = cache_key(call, self._config.key_prefix)
@@ -120,7 +122,8 @@ class ResponseCache:
         if NO_STORE in flags or not reachable:
             return result
         if isinstance(result, Completion):
-            await self._store(call, key, result.data)
+            if spec.complete(result.data):
+                await self._store(call, key, result.data)
             return result
         return StoringStream(result, functools.partial(self._store, call, key))
 
@@ -177,12 +180,7 @@ class ResponseCache:
     # -- storing ------------------------------------------------------------------------------
 
     async def _store(self, call: ChatCall, key: str, completion: dict[str, Any]) -> None:
-        """Stores a whole answer (every choice finished); too large or unreachable: not stored."""
-        choices = completion.get("choices")
-        if not isinstance(choices, list) or not choices or not all(
-            isinstance(c, Mapping) and c.get("finish_reason") for c in choices
-        ):
-            return
+        """Stores a whole answer (the caller checked it is whole); too large or unreachable: not stored."""
         outcome = call.context.outcome
         try:
             value = Entry(completion, outcome.provider, outcome.provider_type, outcome.upstream_model,
@@ -214,6 +212,10 @@ class ResponseCache:
         if self._failing:
             self._failing = False
             logger.info("cache backend %r is answering again", self.backend)
+
+
+def _chat_complete(completion: Mapping[str, Any]) -> bool:
+    return SPECS["chat"].complete(completion)
 
 
 def _note_hit(outcome: Outcome, entry: Entry) -> None:
@@ -269,5 +271,5 @@ class StoringStream:
     async def _ended(self) -> None:
         store, self._store = self._store, None
         assembler = self._own or self._stream.assembler  # type: ignore[attr-defined]
-        if store is not None and assembler.complete:
+        if store is not None and assembler.complete and _chat_complete(assembler.result()):
             await store(assembler.result())

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from ..._throttle import ThrottledLog
+from ...chat._specs import SPECS
 from ...chat._types import ChatCall, ChunkStream, Completion, Send
 from ...config import RateLimitDocument
 from ...errors import GatewayError, RateLimitError, ServiceUnavailableError
@@ -100,7 +101,7 @@ class RateLimiter:
         if not admission.reserves_tokens:
             return result
         if isinstance(result, Completion):
-            await self._settle(admission, _charged(call, result.data.get("usage")))
+            await self._settle(admission, _charged(call, SPECS[call.kind].usage(result.data)))
             return result
 
         async def settle(usage: Mapping[str, Any] | None) -> None:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from ...chat._specs import SPECS
 from ...chat._types import ChatCall
 from ...config import RateLimitDocument, RateLimitRule, expand_rule_id
 from .._match import matches
 from ._window import Kind, parse_unit
-
-_CHARS_PER_TOKEN = 4
-_TOKENS_PER_MESSAGE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,25 +59,14 @@ def _bucket(rule: RateLimitRule, call: ChatCall, kind: Kind, window_ms: int, res
 
 
 def estimate_tokens(call: ChatCall, default_max_tokens: int) -> int:
-    """A cheap upper-ish estimate of what a call will cost: a quarter token per character of the
-    prompt text (plus a few per message), and the output it may produce."""
-    messages = call.body.get("messages")
-    chars = 0
-    count = 0
-    for message in messages if isinstance(messages, Sequence) else ():
-        if isinstance(message, Mapping):
-            count += 1
-            chars += _text_length(message.get("content"))
-            for tool_call in message.get("tool_calls") or ():
-                if isinstance(tool_call, Mapping):
-                    chars += len(orjson.dumps(tool_call.get("function")))
-    tools = call.param("tools")
-    if tools:
-        chars += len(orjson.dumps(tools))
-    prompt = math.ceil(chars / _CHARS_PER_TOKEN) + _TOKENS_PER_MESSAGE * count
-    output = _positive_int(call.param("max_completion_tokens")) or _positive_int(call.param("max_tokens"))
-    choices = _positive_int(call.param("n")) or 1
-    return prompt + (output or default_max_tokens) * choices
+    """A cheap upper-ish estimate of what a call will cost: its prompt as its endpoint counts it
+    (``chat._specs``: chat ``messages``; ``system`` + ``messages``; ``input``), and the output it
+    may produce (``default_max_tokens`` per choice when it does not say; none for embeddings)."""
+    spec = SPECS[call.kind]
+    output = spec.output_tokens(call)
+    if output is None:
+        output = default_max_tokens * (_positive_int(call.param("n")) or 1)
+    return spec.prompt_tokens(call) + output
 
 
 def usage_tokens(usage: Any) -> int | None:
@@ -96,14 +80,6 @@ def usage_tokens(usage: Any) -> int | None:
     if all(isinstance(part, int) for part in parts):
         return sum(parts)  # type: ignore[arg-type]
     return None
-
-
-def _text_length(content: Any) -> int:
-    if isinstance(content, str):
-        return len(content)
-    if isinstance(content, Sequence):
-        return sum(len(str(part.get("text") or "")) for part in content if isinstance(part, Mapping))
-    return 0
 
 
 def _positive_int(value: Any) -> int | None:
