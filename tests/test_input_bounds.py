@@ -202,6 +202,8 @@ def expected_mock(header: str, value: str) -> set[int]:
         return {502 if number >= 500 and number not in (503, 504) else 502 if number in (401, 403) else number}
     if header == "x-mock-delay-ms":
         return {200, 504}  # longer than the provider's timeout_ms (20 ms): a 504
+    if header == "x-mock-fail-after-chunks":
+        return {200, 502}  # cut before the answer is whole (fewer chunks than it has): 502, as told
     return {200}
 
 
