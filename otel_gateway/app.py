@@ -18,9 +18,15 @@ from starlette.routing import Route
 
 from .config import GatewayConfig
 from .errors import GatewayError
-from .http._asgi import RequestIdMiddleware, gateway_error_handler, http_error_handler, internal_error_handler
-from .http._dispatch import GatewayApp
-from .http._limits import InFlightLimit
+from .http import (
+    GatewayApp,
+    IdentityMiddleware,
+    InFlightLimit,
+    RequestIdMiddleware,
+    gateway_error_handler,
+    http_error_handler,
+    internal_error_handler,
+)
 from .http.admin import reload_endpoint
 from .http.chat import ChatCompletionsEndpoint
 from .http.embeddings import OperationEndpoint
@@ -28,7 +34,6 @@ from .http.info import healthz, models_endpoint, readyz_endpoint
 from .http.logs import logs_endpoint
 from .http.messages import MessagesEndpoint
 from .http.proxy import ProxyEndpoint
-from .identity import IdentityMiddleware
 from .runtime import Gateway
 from .telemetry import ServerSpanMiddleware
 from .telemetry import capture_content as capture_content_from_env

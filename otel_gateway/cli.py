@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from .config import ConfigError, GatewayConfig, load_config
 from .redaction import Redactor
-from .warehouse import _cli as warehouse_cli
+from .warehouse import add_logs_parser, run_logs
 
 CONFIG_ENV = "OTEL_GATEWAY_CONFIG"
 
@@ -34,12 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     check = commands.add_parser("check-config", help="validate a configuration and exit")
     check.add_argument("path")
-    warehouse_cli.add_parser(commands)
+    add_logs_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check_config(args.path)
     if args.command == "logs":
-        return warehouse_cli.run(args)
+        return run_logs(args)
     return _serve(args)
 
 
@@ -89,7 +89,7 @@ def _serve(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .http._protocol import http_protocol  # the HTTP front with the header, body and time bounds
+    from .http import http_protocol  # the HTTP front with the header, body and time bounds
 
     options = {"host": args.host, "port": args.port, "access_log": args.access_log, "log_level": args.log_level,
                "http": http_protocol(config.server)}

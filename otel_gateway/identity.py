@@ -1,4 +1,6 @@
-"""Who is calling: bearer keys mapped to subjects and tenants, and the caller's metadata header."""
+"""Who is calling: bearer keys mapped to subjects and tenants, and the caller's metadata header.
+
+A leaf: the types and the checks. The middleware that applies them is ``http._identity``."""
 
 from __future__ import annotations
 
@@ -7,17 +9,11 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import AuthDocument
-from .errors import AuthenticationError, GatewayError, InvalidRequestError
-from .http._asgi import error_response, error_shape_for, headers_of
-
-if TYPE_CHECKING:
-    from .runtime import Gateway
+from .errors import AuthenticationError, InvalidRequestError
 
 IDENTITY = "otel_gateway.identity"
 METADATA = "otel_gateway.metadata"
@@ -97,42 +93,3 @@ def parse_metadata(value: str | None) -> Mapping[str, str]:
                 f"x-gateway-metadata value of {key!r} is longer than {_MAX_METADATA_VALUE} characters.",
                 param="x-gateway-metadata", code="invalid_metadata")
     return MappingProxyType(data)
-
-
-class IdentityMiddleware:
-    """Plain ASGI: identifies the caller of every API path and parses its metadata header,
-    answering 401 or 400 itself. Health probes pass without a key."""
-
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
-        self.app = app
-        self.gateway = gateway
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in ("/healthz", "/readyz"):
-            await self.app(scope, receive, send)
-            return
-        authorization = metadata = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"x-gateway-metadata":
-                metadata = value.decode("utf-8", "replace")
-        try:
-            scope[IDENTITY] = self.gateway.current.authenticator.identify(authorization)
-            scope[METADATA] = parse_metadata(metadata)
-        except GatewayError as exc:
-            await self._refuse(scope, receive, send, exc)
-            return
-        await self.app(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send, error: GatewayError) -> None:
-        """Answers ``error`` and logs the request: its body unread, its caller anonymous unless
-        the key was good (a bad metadata header)."""
-        from .http._logged import record_error, start_exchange  # _logged imports this module
-
-        exchange = start_exchange(scope, headers_of(scope))
-        record_error(exchange, error)
-        try:
-            await error_response(error, error_shape_for(scope["path"]))(scope, receive, send)
-        finally:
-            self.gateway.request_log.submit(exchange)

@@ -11,12 +11,11 @@ from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.trace import TracerProvider
 
 from ._version import __version__
+from .calls import Send
 from .chat import ProviderSend
-from .chat._types import Send
 from .config import ConfigError, ConfigIssue, GatewayConfig, ProviderConfig, load_config
 from .identity import Authenticator
-from .providers import ProviderRegistry
-from .providers._limit import LimitedTransport, Slots
+from .providers import LimitedTransport, ProviderRegistry, Slots
 from .redaction import Redactor
 from .routing import ChainServices, build_chain
 from .telemetry import traced_transport

@@ -17,7 +17,7 @@ from .errors import UpstreamConnectionError, UpstreamError, UpstreamStatusError,
 from .redaction import Redactor
 
 if TYPE_CHECKING:
-    from .chat._types import Outcome
+    from .calls import Outcome
     from .providers import ProviderAdapter, Route
 
 __all__ = [

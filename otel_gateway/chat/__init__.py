@@ -1,19 +1,9 @@
-"""The chat pipeline: the call and result types, the stream machinery, the provider attempt."""
+"""Every endpoint that calls a model, as data (``SPECS``), and what it needs: the request and
+span per endpoint, the stream machinery, assembling answers, the provider attempt."""
 
 from ._assemble import CompletionAssembler
+from ._specs import SPECS, EndpointSpec, spec_of
 from ._stream import UpstreamStream
-from ._types import ChatCall, ChatResult, ChunkStream, Completion, Outcome, RequestContext, Send
 from ._upstream import ProviderSend
 
-__all__ = [
-    "ChatCall",
-    "ChatResult",
-    "ChunkStream",
-    "Completion",
-    "CompletionAssembler",
-    "Outcome",
-    "ProviderSend",
-    "RequestContext",
-    "Send",
-    "UpstreamStream",
-]
+__all__ = ["SPECS", "CompletionAssembler", "EndpointSpec", "ProviderSend", "UpstreamStream", "spec_of"]

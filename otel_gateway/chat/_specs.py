@@ -20,14 +20,13 @@ import httpx
 import orjson
 from opentelemetry.trace import Tracer
 
+from ..calls import ChatCall, Completion, Kind
 from ..errors import InvalidRequestError
 from ..providers import ProviderAdapter
-from ..providers._base import ProviderAdapter as _BaseAdapter
 from ..redaction import Redactor
 from ..telemetry import ChatInvocation, NullInvocation, OperationInvocation
 from ._messages import MessageAssembler, MessagesInvocation, MessagesTranslator, message_usage
 from ._stream import UpstreamStream
-from ._types import ChatCall, Completion, Kind
 
 if TYPE_CHECKING:
     from ..telemetry import Invocation
@@ -149,7 +148,7 @@ _MESSAGES_RELAYED = ("request-id",)
 
 
 def _speaks_messages(adapter: ProviderAdapter) -> bool:
-    return type(adapter).build_messages_request is not _BaseAdapter.build_messages_request
+    return "messages" in adapter.operations
 
 
 def _messages_check(adapter: ProviderAdapter, call: ChatCall) -> None:

@@ -12,13 +12,13 @@ from typing import Any
 import httpx
 from opentelemetry.trace import Tracer
 
+from ..calls import ChatCall, ChunkStream, Completion
 from ..errors import GatewayError
 from ..providers import ProviderRegistry
 from ..redaction import Redactor
 from ..upstream import close, json_object, note_attempt, read, request_id_of, status_error, transport_error
 from ._specs import SPECS, Tracing
 from ._stream import ttft_exceeded
-from ._types import ChatCall, ChunkStream, Completion
 
 __all__ = ["ProviderSend"]
 

@@ -1,5 +1,7 @@
 """Configuration: YAML documents with a ``type``, from a file or a directory, validated at load."""
 
+from ._cache import CacheDocument
+from ._exporters import ExporterConfig, ExportersDocument, LangfuseExporter, PareaExporter
 from ._load import (
     BUILTIN_DEFAULT,
     DOCUMENT_TYPES,
@@ -9,6 +11,8 @@ from ._load import (
     load_config,
     load_config_text,
 )
+from ._logging import DEFAULT_STORE, ModelPrice, PricingDocument
+from ._mcp import McpServer, McpServersDocument
 from ._routing import (
     RULE_ID_PLACEHOLDERS,
     AuthDocument,
@@ -29,20 +33,30 @@ from ._schema import MockOptions, ProviderConfig, ProviderType, ServerDocument
 
 __all__ = [
     "BUILTIN_DEFAULT",
+    "DEFAULT_STORE",
     "DOCUMENT_TYPES",
     "RULE_ID_PLACEHOLDERS",
     "AuthDocument",
     "AuthKey",
+    "CacheDocument",
     "ConfigError",
     "ConfigIssue",
+    "ExporterConfig",
+    "ExportersDocument",
     "FallbackDocument",
     "FallbackModel",
     "FallbackRule",
     "GatewayConfig",
+    "LangfuseExporter",
     "LoadBalanceDocument",
     "LoadBalanceRule",
     "LoadBalanceTarget",
+    "McpServer",
+    "McpServersDocument",
     "MockOptions",
+    "ModelPrice",
+    "PareaExporter",
+    "PricingDocument",
     "ProviderConfig",
     "ProviderType",
     "RateLimitDocument",

@@ -14,7 +14,9 @@ import yaml
 from pydantic import ValidationError
 
 from ._cache import CacheDocument
+from ._exporters import ExportersDocument
 from ._logging import LoggingDocument, PricingDocument
+from ._mcp import McpServersDocument
 from ._routing import AuthDocument, FallbackDocument, LoadBalanceDocument, RateLimitDocument
 from ._schema import Model, ProviderConfig, ProvidersDocument, ServerDocument
 
@@ -30,10 +32,13 @@ DOCUMENT_TYPES: Mapping[str, type[Model]] = {
     "gateway-cache-config": CacheDocument,
     "gateway-logging-config": LoggingDocument,
     "gateway-pricing-config": PricingDocument,
+    "gateway-exporters-config": ExportersDocument,
+    "gateway-mcp-servers-config": McpServersDocument,
 }
 _SINGLE = {ServerDocument: "server", AuthDocument: "auth", RateLimitDocument: "rate_limiting",
            LoadBalanceDocument: "load_balancing", FallbackDocument: "fallback", CacheDocument: "cache",
-           LoggingDocument: "logging", PricingDocument: "pricing"}
+           LoggingDocument: "logging", PricingDocument: "pricing", ExportersDocument: "exporters",
+           McpServersDocument: "mcp_servers"}
 
 BUILTIN_DEFAULT = """\
 type: gateway-providers-config
@@ -82,6 +87,10 @@ class GatewayConfig:
     """No logging document: every request is logged to the default SQLite store."""
     pricing: PricingDocument | None = None
     """No pricing document: the shipped ``config/pricing.yaml`` (see ``warehouse._pricing``)."""
+    exporters: ExportersDocument | None = None
+    """No exporters document: records go to no observability tool (Langfuse, Parea)."""
+    mcp_servers: McpServersDocument | None = None
+    """No MCP servers document: the agent endpoint reaches no MCP server."""
     sources: tuple[str, ...] = ()
     origin: str | None = None
     """The file or directory this was loaded from; a reload reads it again."""
@@ -94,7 +103,10 @@ class GatewayConfig:
 
     def secrets(self) -> tuple[str, ...]:
         """Every credential in the config, for scrubbing text that leaves the gateway."""
-        return tuple(secret for p in self.providers if (secret := p.secret()))
+        own = tuple(secret for p in self.providers if (secret := p.secret()))
+        exporters = self.exporters.secrets() if self.exporters else ()
+        mcp = self.mcp_servers.secrets() if self.mcp_servers else ()
+        return own + exporters + mcp
 
 
 def load_config(

@@ -16,10 +16,9 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from .._headers import whole_number
-from ..chat import ChatCall, ChunkStream, Completion, RequestContext
-from ..chat import Send as ChatSend
-from ..chat._specs import SPECS
-from ..chat._types import PATHS, Kind
+from ..calls import PATHS, ChatCall, ChunkStream, Completion, Kind, RequestContext
+from ..calls import Send as ChatSend
+from ..chat import SPECS
 from ..errors import UpstreamTimeoutError
 from ..runtime import Gateway
 from ..warehouse import Exchange

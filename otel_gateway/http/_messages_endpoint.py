@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from starlette.types import Send
 
-from ..chat import ChunkStream, RequestContext
+from ..calls import ChunkStream, RequestContext
 from ..errors import GatewayError, InvalidRequestError
 from ..warehouse import Exchange
 from ._endpoint import Endpoint, request_timeout

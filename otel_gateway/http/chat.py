@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from starlette.types import Send
 
-from ..chat import ChunkStream, RequestContext
+from ..calls import ChunkStream, RequestContext
 from ..errors import GatewayError
 from ..runtime import Gateway
 from ..sse import DONE

@@ -20,8 +20,7 @@ from starlette.responses import Response
 from ..errors import InvalidRequestError, NotFoundError, PermissionDeniedError, ServiceUnavailableError
 from ..identity import ANONYMOUS, IDENTITY
 from ..runtime import Gateway
-from ..warehouse._query import FilterError, filters_from_query
-from ..warehouse._store import Store, StoreUnavailable
+from ..warehouse import FilterError, Store, StoreUnavailable, filters_from_query
 
 StoreSource = Callable[[], Store | None]
 """The store to read (the request log pipeline's), looked up per request; ``None``: no store."""

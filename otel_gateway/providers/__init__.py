@@ -10,12 +10,15 @@ import httpx
 from ..config import GatewayConfig, ProviderConfig, ProviderType
 from ..errors import ModelNotFoundError, NotFoundError
 from ._base import ProviderAdapter, StreamTranslator
+from ._limit import LimitedTransport, Slots
 from .anthropic import AnthropicAdapter
 from .azure import AzureOpenAIAdapter
 from .mock import MockAdapter
 from .openai import OpenAIAdapter, OpenAICompatibleAdapter
 
-__all__ = ["ADAPTERS", "ProviderAdapter", "ProviderRegistry", "Route", "StreamTranslator"]
+__all__ = [
+    "ADAPTERS", "LimitedTransport", "ProviderAdapter", "ProviderRegistry", "Route", "Slots", "StreamTranslator",
+]
 
 ADAPTERS: Mapping[ProviderType, type[ProviderAdapter]] = {
     "openai": OpenAIAdapter,

@@ -24,7 +24,7 @@ from ..errors import InvalidRequestError
 from ..sse import ServerSentEvent
 
 if TYPE_CHECKING:
-    from ..chat._types import ChatCall
+    from ..calls import ChatCall
 
 
 class StreamTranslator(Protocol):
@@ -43,7 +43,7 @@ class ProviderAdapter(ABC):
     gen_ai_provider: ClassVar[str]
     """The ``gen_ai.provider.name`` of this provider type."""
     operations: ClassVar[frozenset[str]] = frozenset()
-    """The JSON endpoints besides chat this provider type serves (``embeddings``, ``moderations``)."""
+    """The endpoints besides chat this provider type serves (``embeddings``, ``moderations``, ``messages``)."""
 
     def __init__(self, config: ProviderConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.config = config

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
 import orjson
@@ -21,7 +21,7 @@ from ..sse import ServerSentEvent
 from ._base import ProviderAdapter, StreamTranslator
 
 if TYPE_CHECKING:
-    from ..chat._types import ChatCall
+    from ..calls import ChatCall
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -39,6 +39,7 @@ _CLIENT_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 class AnthropicAdapter(ProviderAdapter):
+    operations: ClassVar[frozenset[str]] = frozenset({"messages"})
     gen_ai_provider = "anthropic"
 
     def build_request(self, call: ChatCall, upstream_model: str) -> httpx.Request:

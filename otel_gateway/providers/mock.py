@@ -31,7 +31,7 @@ from . import _mock_messages
 from .openai import OpenAIAdapter
 
 if TYPE_CHECKING:
-    from ..chat._types import ChatCall
+    from ..calls import ChatCall
 
 _JSON = {"content-type": "application/json"}
 MAX_CHUNKS = 10_000
@@ -58,7 +58,7 @@ MODERATION_CATEGORIES = (
 
 class MockAdapter(OpenAIAdapter):
     gen_ai_provider = "otel_gateway.mock"
-    operations: ClassVar[frozenset[str]] = frozenset({"embeddings", "moderations"})
+    operations: ClassVar[frozenset[str]] = frozenset({"embeddings", "moderations", "messages"})
 
     @classmethod
     def own_transport(cls, config: ProviderConfig) -> httpx.AsyncBaseTransport:

@@ -13,7 +13,7 @@ from ..sse import ServerSentEvent
 from ._base import ProviderAdapter, StreamTranslator
 
 if TYPE_CHECKING:
-    from ..chat._types import ChatCall
+    from ..calls import ChatCall
 
 
 class OpenAIAdapter(ProviderAdapter):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.trace import Tracer
 
-from ..chat._types import Send
+from ..calls import Send
 from ..config import GatewayConfig
 from ..redaction import Redactor
 from .cache import CacheBackends, ResponseCache

@@ -10,7 +10,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from ..chat._types import ChatCall, ChunkStream, Completion, Send
+from ..calls import ChatCall, ChunkStream, Completion, Send
 from ..errors import GatewayError, RequestTimeoutError, UpstreamError, UpstreamStatusError, UpstreamTimeoutError
 
 CHAT_PATH = "/v1/chat/completions"

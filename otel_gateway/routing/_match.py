@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..chat._types import ChatCall
+from ..calls import ChatCall
 from ..config import When
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind, Tracer
 
-from ..chat._types import ChatCall, ChunkStream, Completion, Send
+from ..calls import ChatCall, ChunkStream, Completion, Send
 from ..config import FallbackDocument, FallbackRule
 from ..errors import GatewayError, OverloadedError, RequestTimeoutError
 from ._attempts import CHAT_METHOD, is_transport_failure, out_of_time, send_in_span, status_of, time_left

@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat._specs import SPECS
-from ..chat._types import ChatCall, ChunkStream, Completion, Send
+from ..calls import ChatCall, ChunkStream, Completion, Send
+from ..chat import SPECS
 from ..errors import UpstreamStatusError
 from ._attempts import FinishingStream, is_target_failure
 

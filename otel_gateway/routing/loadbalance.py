@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind, Tracer
 
-from ..chat._types import ChatCall, ChunkStream, Completion, Send
+from ..calls import ChatCall, ChunkStream, Completion, Send
 from ..config import LoadBalanceDocument, LoadBalanceRule, LoadBalanceTarget
 from ..errors import GatewayError, RequestTimeoutError
 from ._attempts import CHAT_METHOD, is_transport_failure, send_in_span, status_of

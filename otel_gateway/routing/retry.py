@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from opentelemetry import trace
 
-from ..chat._types import ChatCall, ChunkStream, Completion, Send
+from ..calls import ChatCall, ChunkStream, Completion, Send
 from ..config import RetryConfig
 from ..errors import GatewayError, OverloadedError
 from ._attempts import is_transport_failure, out_of_time, status_of, time_left

@@ -6,11 +6,14 @@ redaction, token counts, cost) and feeds every :class:`Sink`: the :class:`Store`
 ``gateway-logging-config`` document (``store_for``), a JSONL file, OTLP logs.
 """
 
+from ._cli import add_parser as add_logs_parser
+from ._cli import run as run_logs
 from ._exchange import Exchange, RequestLog, Status
 from ._memory import MemoryStore
 from ._otlp import OtlpLogSink, logger_provider_from_env, logs_enabled
 from ._pipeline import RequestLogPipeline
 from ._pricing import Price, Pricing, cost
+from ._query import FilterError, filters_from_query
 from ._record import RECORD_NAME, REDACTED, RecordBuilder
 from ._sinks import JsonlSink, Sink, Stats, StoreSink
 from ._spool import Spool
@@ -22,6 +25,7 @@ __all__ = [
     "RECORD_NAME",
     "REDACTED",
     "Exchange",
+    "FilterError",
     "JsonlSink",
     "LogFilters",
     "LogPage",
@@ -40,9 +44,12 @@ __all__ = [
     "StoreSink",
     "StoreUnavailable",
     "TokenCounter",
+    "add_logs_parser",
     "cost",
     "encoding_name_for",
+    "filters_from_query",
     "logger_provider_from_env",
     "logs_enabled",
+    "run_logs",
     "store_for",
 ]

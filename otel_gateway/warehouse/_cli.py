@@ -18,8 +18,7 @@ from typing import Any, TextIO
 import orjson
 
 from .._urls import redact_url
-from ..config import ConfigError, load_config
-from ..config._logging import DEFAULT_STORE
+from ..config import DEFAULT_STORE, ConfigError, load_config
 from ._query import METADATA_PREFIX, STATUSES, FilterError, build_filters, parse_metadata_pair
 from ._store import (
     DEFAULT_LIMIT,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from ..chat._types import Outcome
+from ..calls import Outcome
 from ..identity import ANONYMOUS, Identity
 
 Status = Literal["success", "error", "rate_limited", "cancelled"]

@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ..config import GatewayConfig, ProviderConfig
-from ..config._logging import ModelPrice, PricingDocument
+from ..config import GatewayConfig, ModelPrice, PricingDocument, ProviderConfig
 
 logger = logging.getLogger("otel_gateway.warehouse")
 

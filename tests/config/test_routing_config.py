@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from otel_gateway.chat._types import ChatCall, RequestContext
+from otel_gateway.calls import ChatCall, RequestContext
 from otel_gateway.cli import main
 from otel_gateway.config import RULE_ID_PLACEHOLDERS, ConfigError, load_config, load_config_text
 from otel_gateway.identity import Identity

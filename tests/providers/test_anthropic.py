@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from otel_gateway.chat._types import ChatCall, RequestContext
+from otel_gateway.calls import ChatCall, RequestContext
 from otel_gateway.config import ProviderConfig
 from otel_gateway.errors import InvalidRequestError, UpstreamStreamError
 from otel_gateway.providers.anthropic import AnthropicAdapter

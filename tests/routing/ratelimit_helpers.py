@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from otel_gateway.chat._types import ChatCall, ChunkStream, Completion, RequestContext
+from otel_gateway.calls import ChatCall, ChunkStream, Completion, RequestContext
 from otel_gateway.config import RateLimitDocument
 from otel_gateway.identity import Identity
 

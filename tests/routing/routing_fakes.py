@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
-from otel_gateway.chat._types import ChatCall, ChunkStream, Completion, RequestContext
+from otel_gateway.calls import ChatCall, ChunkStream, Completion, RequestContext
 from otel_gateway.errors import (
     ModelNotFoundError,
     RequestTimeoutError,

@@ -23,7 +23,7 @@ from ratelimit_helpers import Clock
 from servers import serve
 
 from otel_gateway.app import create_app
-from otel_gateway.chat._types import ChatCall, ChunkStream, Completion, Outcome, Send
+from otel_gateway.calls import ChatCall, ChunkStream, Completion, Outcome, Send
 from otel_gateway.config import load_config_text
 from otel_gateway.routing.cache import CacheStats, MemoryCache, ResponseCache
 from otel_gateway.routing.ratelimit import RateLimiter

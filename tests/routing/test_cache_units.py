@@ -15,8 +15,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from ratelimit_helpers import Clock, Next, Stream, chat_call, stream_chunks
 
+from otel_gateway.calls import Completion
 from otel_gateway.chat._assemble import CompletionAssembler
-from otel_gateway.chat._types import Completion
 from otel_gateway.config import ConfigError, load_config_text
 from otel_gateway.config._cache import CacheDocument
 from otel_gateway.errors import InvalidRequestError

@@ -27,7 +27,7 @@ from routing_fakes import (
     unknown_model,
 )
 
-from otel_gateway.chat import ChatCall, Completion
+from otel_gateway.calls import ChatCall, Completion
 from otel_gateway.config import FallbackDocument
 from otel_gateway.errors import GatewayError, UpstreamStatusError, UpstreamStreamError, UpstreamTimeoutError
 from otel_gateway.identity import Identity

@@ -18,7 +18,7 @@ from routing_fakes import (
     unknown_model,
 )
 
-from otel_gateway.chat import ChatCall, Completion
+from otel_gateway.calls import ChatCall, Completion
 from otel_gateway.errors import GatewayError, UpstreamStreamError
 from otel_gateway.routing.health import HealthObserver, HealthPolicy, HealthRegistry, LatencyStats
 

@@ -29,7 +29,7 @@ from routing_fakes import (
     ttft,
 )
 
-from otel_gateway.chat import ChatCall, Completion
+from otel_gateway.calls import ChatCall, Completion
 from otel_gateway.config import LoadBalanceDocument
 from otel_gateway.errors import GatewayError, UpstreamStatusError, UpstreamTimeoutError
 from otel_gateway.identity import Identity

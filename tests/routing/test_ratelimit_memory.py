@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from ratelimit_helpers import ALICE, BOB, Clock, Next, Stream, chat_call, completion, rules_doc, stream_chunks
 
-from otel_gateway.chat._types import ChatCall
+from otel_gateway.calls import ChatCall
 from otel_gateway.config import RateLimitDocument
 from otel_gateway.errors import RateLimitError, UpstreamConnectionError, UpstreamStreamError
 from otel_gateway.identity import Identity

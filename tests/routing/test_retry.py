@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from routing_fakes import FakeSend, Outcome, Stream, chat_call, ok, refused, status, streams, timeout, ttft
 
-from otel_gateway.chat import Completion
+from otel_gateway.calls import Completion
 from otel_gateway.config import RetryConfig
 from otel_gateway.errors import GatewayError, UpstreamStatusError, UpstreamStreamError, UpstreamTimeoutError
 from otel_gateway.routing.retry import MAX_BACKOFF, Retry

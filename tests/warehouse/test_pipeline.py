@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from otel_gateway.chat import Outcome
+from otel_gateway.calls import Outcome
 from otel_gateway.config import load_config_text
 from otel_gateway.warehouse import (
     Exchange,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from otel_gateway.chat import Outcome
+from otel_gateway.calls import Outcome
 from otel_gateway.config import load_config_text
 from otel_gateway.identity import Identity
 from otel_gateway.warehouse import Exchange, RecordBuilder

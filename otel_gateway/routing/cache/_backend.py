@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-from ...config._cache import CacheDocument
+from ...config import CacheDocument
 
 
 class CacheUnavailable(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ...chat._types import ChatCall
+from ...calls import ChatCall
 from ...errors import InvalidRequestError
 
 HEADER = "x-gateway-cache"

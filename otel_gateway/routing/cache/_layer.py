@@ -29,10 +29,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from ..._throttle import ThrottledLog
-from ...chat._assemble import CompletionAssembler
-from ...chat._specs import SPECS
-from ...chat._types import ChatCall, ChunkStream, Completion, Outcome, Send
-from ...config._cache import CacheDocument
+from ...calls import ChatCall, ChunkStream, Completion, Outcome, Send
+from ...chat import SPECS, CompletionAssembler
+from ...config import CacheDocument
 from ...errors import GatewayError
 from .._match import matches
 from ._backend import CacheBackend, CacheUnavailable

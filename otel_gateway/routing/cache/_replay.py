@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from ...chat._assemble import CompletionAssembler
+from ...chat import CompletionAssembler
 
 CONTENT_PIECES = 4
 _HEAD_KEYS = ("id", "object", "created", "model", "system_fingerprint")

@@ -18,8 +18,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from ..._throttle import ThrottledLog
-from ...chat._specs import SPECS
-from ...chat._types import ChatCall, ChunkStream, Completion, Send
+from ...calls import ChatCall, ChunkStream, Completion, Send
+from ...chat import SPECS
 from ...config import RateLimitDocument
 from ...errors import GatewayError, RateLimitError, ServiceUnavailableError
 from ...redaction import Redactor

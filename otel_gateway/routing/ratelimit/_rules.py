@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ...chat._specs import SPECS
-from ...chat._types import ChatCall
+from ...calls import ChatCall
+from ...chat import SPECS
 from ...config import RateLimitDocument, RateLimitRule, expand_rule_id
 from .._match import matches
 from ._window import Kind, parse_unit

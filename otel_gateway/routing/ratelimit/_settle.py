@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from ...chat._types import ChunkStream
+from ...calls import ChunkStream
 
 
 class SettlingStream:

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, TypeAlias
 
-from ..config import RetryConfig
-from ..identity import ANONYMOUS, Identity
+from .config import RetryConfig
+from .identity import ANONYMOUS, Identity
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
