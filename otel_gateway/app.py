@@ -35,8 +35,7 @@ from .http.logs import logs_endpoint
 from .http.messages import MessagesEndpoint
 from .http.proxy import ProxyEndpoint
 from .runtime import Gateway
-from .telemetry import ServerSpanMiddleware
-from .telemetry import capture_content as capture_content_from_env
+from .telemetry import DEFAULT_SERVICE_NAME, ServerSpanMiddleware
 from .warehouse import Store
 
 
@@ -44,23 +43,26 @@ def create_app(
     config: GatewayConfig,
     *,
     tracer_provider: TracerProvider | None = None,
-    capture_content: bool | None = None,
+    capture_content: bool = True,
     transport: httpx.AsyncBaseTransport | None = None,
     reload_on_sighup: bool = False,
     logger_provider: LoggerProvider | None = None,
     log_store: Store | None = None,
+    service_name: str = DEFAULT_SERVICE_NAME,
 ) -> GatewayApp:
     """The gateway as an ASGI app. Tracing is on when a ``tracer_provider`` is given; the
     global provider is never read or set here. ``transport`` replaces the upstream pool.
     Request log records also go to ``log_store`` instead of the logging document's store when
-    given, and over OTLP to ``logger_provider`` (default: from ``ENABLE_OTEL_LOGS``)."""
+    given, and over OTLP to ``logger_provider`` when given. Nothing here reads the environment:
+    the entry point (``cli.py``) passes in what it says (providers, content capture, service name)."""
     gateway = Gateway(
         config,
         tracer_provider=tracer_provider,
-        capture_content=capture_content_from_env() if capture_content is None else capture_content,
+        capture_content=capture_content,
         transport=transport,
         logger_provider=logger_provider,
         log_store=log_store,
+        service_name=service_name,
     )
     hot = [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(gateway), methods=["POST"]),

@@ -119,12 +119,23 @@ def _app(config: GatewayConfig) -> Starlette:
     from opentelemetry import trace
 
     from .app import create_app
-    from .telemetry import tracer_provider_from_env
+    from .telemetry import (
+        capture_content,
+        logger_provider_from_env,
+        resource_from,
+        service_name,
+        tracer_provider_from_env,
+    )
 
-    provider = tracer_provider_from_env()
+    env = os.environ
+    resource = resource_from(env, environment=config.logging.environment)
+    provider = tracer_provider_from_env(env, resource)
     if provider is not None:
         trace.set_tracer_provider(provider)
-    app = create_app(config, tracer_provider=provider, reload_on_sighup=True)
+    app = create_app(
+        config, tracer_provider=provider, logger_provider=logger_provider_from_env(env, resource),
+        capture_content=capture_content(env), service_name=service_name(env), reload_on_sighup=True,
+    )
     gateway = app.state.gateway
     install_access_log_redaction(lambda: gateway.current.redactor)
     _tune_gc()

@@ -18,7 +18,7 @@ from .identity import Authenticator
 from .providers import LimitedTransport, ProviderRegistry, Slots
 from .redaction import Redactor
 from .routing import ChainServices, build_chain
-from .telemetry import traced_transport
+from .telemetry import DEFAULT_SERVICE_NAME, traced_transport
 from .transport import AiohttpTransport
 from .warehouse import RequestLogPipeline, Store
 
@@ -50,6 +50,7 @@ class Gateway:
         transport: httpx.AsyncBaseTransport | None = None,
         logger_provider: LoggerProvider | None = None,
         log_store: Store | None = None,
+        service_name: str = DEFAULT_SERVICE_NAME,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._capture_content = capture_content
@@ -61,8 +62,10 @@ class Gateway:
         self.services = ChainServices(tracer=tracer)
         self._retired: list[Runtime] = []
         self.current = self._build(config)
-        self.request_log = RequestLogPipeline.from_config(config, store=log_store, logger_provider=logger_provider,
-                                                          redactor=self.current.redactor)
+        self.request_log = RequestLogPipeline.from_config(
+            config, store=log_store, logger_provider=logger_provider, service_name=service_name,
+            redactor=self.current.redactor,
+        )
         """The request warehouse's pipeline, across reloads; started and flushed by the app's lifespan."""
 
     def _transport_for(

@@ -30,3 +30,20 @@ def test_the_private_module_rule_sees_a_reach() -> None:
     assert _private_owner("otel_gateway.chat._specs") == "otel_gateway.chat"
     assert _private_owner("otel_gateway._urls") == "otel_gateway"
     assert _private_owner("otel_gateway.chat") is None
+
+
+def test_only_the_entry_point_reads_the_environment() -> None:
+    """``cli.py`` reads it and passes what it says in; configuration loading takes the mapping its
+    caller gives for ``${VAR}`` (the process's when none is given: library use and reloads)."""
+    import ast
+    from pathlib import Path
+
+    import otel_gateway
+
+    root = Path(otel_gateway.__file__).parent
+    readers = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "environb"):
+                readers.add(str(path.relative_to(root)))
+    assert readers == {"cli.py", "config/_load.py"}

@@ -10,7 +10,7 @@ from ._cli import add_parser as add_logs_parser
 from ._cli import run as run_logs
 from ._exchange import Exchange, RequestLog, Status
 from ._memory import MemoryStore
-from ._otlp import OtlpLogSink, logger_provider_from_env, logs_enabled
+from ._otlp import OtlpLogSink
 from ._pipeline import RequestLogPipeline
 from ._pricing import Price, Pricing, cost
 from ._query import FilterError, filters_from_query
@@ -48,8 +48,6 @@ __all__ = [
     "cost",
     "encoding_name_for",
     "filters_from_query",
-    "logger_provider_from_env",
-    "logs_enabled",
     "run_logs",
     "store_for",
 ]

@@ -1,4 +1,5 @@
-"""Request log records as OpenTelemetry log records, exported over OTLP when ``ENABLE_OTEL_LOGS=true``.
+"""Request log records as OpenTelemetry log records, exported over OTLP when ``ENABLE_OTEL_LOGS=true``
+(the provider is made by the entry point: ``telemetry.logger_provider_from_env``).
 
 Each record becomes one log record: its ``timestamp`` and trace context natively, ``event_name``
 ``ai_gateway_request_log``, the record's ``attributes`` as the body, and a few flat attributes for
@@ -10,7 +11,6 @@ log backends to index. The standard variables apply: ``OTEL_EXPORTER_OTLP_ENDPOI
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -19,58 +19,21 @@ from opentelemetry import trace
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from .._version import __version__
 from ._record import RECORD_NAME
 from ._sinks import Records
 
-_TRUE = ("1", "true", "yes", "on")
-
-
-def logs_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get("ENABLE_OTEL_LOGS", "").strip().lower() in _TRUE
-
-
-def logger_provider_from_env(
-    environ: Mapping[str, str] | None = None, *, environment: str | None = None
-) -> LoggerProvider | None:
-    """A provider exporting over OTLP as the standard ``OTEL_*`` variables say, or ``None`` when
-    ``ENABLE_OTEL_LOGS`` is not true."""
-    env = os.environ if environ is None else environ
-    if not logs_enabled(env):
-        return None
-    attributes = {"service.name": env.get("OTEL_SERVICE_NAME") or "otel-gateway", "service.version": __version__}
-    if environment:
-        attributes["deployment.environment"] = environment
-    provider = LoggerProvider(resource=Resource.create(attributes))
-    provider.add_log_record_processor(BatchLogRecordProcessor(_exporter(env)))
-    return provider
-
-
-def _exporter(env: Mapping[str, str]) -> LogRecordExporter:
-    protocol = env.get("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    if (protocol or "http/protobuf").strip() == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcExporter
-
-        return GrpcExporter()
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpExporter
-
-    return HttpExporter()
-
 
 class OtlpLogSink:
-    """Emits every record to ``provider``; shuts the provider down at close when ``owned``
-    (made from the environment), else only flushes it."""
+    """Emits every record to ``provider``, and flushes it at close (its owner, the entry point,
+    shuts it down at exit)."""
 
     name = "otlp"
 
-    def __init__(self, provider: LoggerProvider, *, owned: bool = False) -> None:
+    def __init__(self, provider: LoggerProvider) -> None:
         self.provider = provider
-        self._owned = owned
         self._logger = provider.get_logger("otel_gateway.warehouse", __version__)
 
     async def write(self, records: Records) -> None:
@@ -105,7 +68,7 @@ class OtlpLogSink:
         return None
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.provider.shutdown if self._owned else self.provider.force_flush)
+        await asyncio.to_thread(self.provider.force_flush)
 
 
 def _nanos(timestamp: Any) -> int | None:

@@ -18,8 +18,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.sdk._logs import LoggerProvider
@@ -28,7 +27,7 @@ from .._urls import redact_url
 from ..config import GatewayConfig
 from ..redaction import Redactor
 from ._exchange import Exchange
-from ._otlp import OtlpLogSink, logger_provider_from_env
+from ._otlp import OtlpLogSink
 from ._record import RecordBuilder
 from ._sinks import JsonlSink, RateLimitedLog, Records, Sink, Stats, StoreSink
 from ._spool import Spool
@@ -83,13 +82,12 @@ class RequestLogPipeline:
         *,
         store: Store | None = None,
         logger_provider: LoggerProvider | None = None,
-        environ: Mapping[str, str] | None = None,
+        service_name: str = "otel-gateway",
         redactor: Redactor | None = None,
     ) -> RequestLogPipeline:
         """Sinks as the logging document says: its store (or ``store`` given here), its JSONL file,
-        and OTLP logs to ``logger_provider`` (default: from the environment, ``ENABLE_OTEL_LOGS``).
+        and OTLP logs to ``logger_provider`` when given (the caller owns it; it is flushed at close).
         ``redactor``: the configuration's one (the runtime's; made from ``config`` when not given)."""
-        env = os.environ if environ is None else environ
         options = config.logging
         stats = Stats()
         sinks: list[Sink] = []
@@ -104,12 +102,9 @@ class RequestLogPipeline:
             ))
         if options.jsonl:
             sinks.append(JsonlSink(options.jsonl))
-        owned = logger_provider is None
-        if logger_provider is None:
-            logger_provider = logger_provider_from_env(env, environment=options.environment)
         if logger_provider is not None:
-            sinks.append(OtlpLogSink(logger_provider, owned=owned))
-        builder = RecordBuilder(config, service_name=env.get("OTEL_SERVICE_NAME") or "otel-gateway", redactor=redactor)
+            sinks.append(OtlpLogSink(logger_provider))
+        builder = RecordBuilder(config, service_name=service_name, redactor=redactor)
         return cls(builder, sinks, queue_size=options.queue_size, batch_size=options.batch_size,
                    flush_interval=options.flush_interval_ms / 1000, stats=stats)
 

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from otel_gateway.app import create_app
-from otel_gateway.config import load_config
+from otel_gateway.config import load_config, load_config_text
 from otel_gateway.telemetry import capture_content, tracer_provider_from_env, tracing_enabled
 
 Request_ = trace_service_pb2.ExportTraceServiceRequest
@@ -181,8 +181,9 @@ def test_tracing_enabled_values(value: str) -> None:
     assert tracing_enabled({"ENABLE_OTEL_TRACING": value})
 
 
-def test_tracing_off_by_default_from_os_environ(clean_env: pytest.MonkeyPatch) -> None:
-    assert tracer_provider_from_env() is None
+def test_nothing_here_reads_os_environ(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("ENABLE_OTEL_TRACING", "true")  # only the environ passed in counts
+    assert tracer_provider_from_env({}) is None
 
 
 def emit_span(provider: TracerProvider) -> None:
@@ -205,14 +206,12 @@ def test_http_protobuf_by_default(clean_env: pytest.MonkeyPatch, http_receiver: 
     assert isinstance(resource["service.version"], str)
 
 
-def test_traces_endpoint_and_service_name_from_os_environ(clean_env: pytest.MonkeyPatch,
+def test_traces_endpoint_from_os_environ_and_service_name_from_the_given_environ(clean_env: pytest.MonkeyPatch,
                                                           http_receiver: tuple[HttpReceiver, str]) -> None:
     receiver, url = http_receiver
-    clean_env.setenv("ENABLE_OTEL_TRACING", "true")
-    clean_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    clean_env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{url}/custom/traces")
-    clean_env.setenv("OTEL_SERVICE_NAME", "gateway-eu")
-    provider = tracer_provider_from_env()
+    clean_env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"{url}/custom/traces")  # the exporter reads it
+    provider = tracer_provider_from_env({"ENABLE_OTEL_TRACING": "true", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                                         "OTEL_SERVICE_NAME": "gateway-eu"})
     assert provider is not None
     try:
         emit_span(provider)
@@ -284,7 +283,23 @@ def test_capture_content(environ: dict[str, str], expected: bool) -> None:
     assert capture_content(environ) is expected
 
 
-def test_capture_content_from_os_environ(clean_env: pytest.MonkeyPatch) -> None:
-    assert capture_content() is True
-    clean_env.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "false")
-    assert capture_content() is False
+@pytest.mark.parametrize(("value", "expected"), [(None, True), ("false", False)])
+def test_the_entry_point_passes_what_os_environ_says(clean_env: pytest.MonkeyPatch, value: str | None,
+                                                     expected: bool) -> None:
+    import gc
+
+    from otel_gateway import cli
+
+    if value is not None:
+        clean_env.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", value)
+    clean_env.setenv("OTEL_SERVICE_NAME", "gw-from-env")
+    before = gc.get_threshold()
+    try:
+        gateway = cli._app(load_config_text("type: gateway-providers-config\nproviders: [{name: d, type: mock, "
+                                            "models: [e]}]\n---\ntype: gateway-logging-config\nstore: none\n",
+                                            environ={})).state.gateway
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert gateway._capture_content is expected
+    assert gateway.request_log._builder.resource["service.name"] == "gw-from-env"

@@ -15,6 +15,7 @@ import pytest
 
 from otel_gateway.calls import Outcome
 from otel_gateway.config import load_config_text
+from otel_gateway.telemetry import logger_provider_from_env, resource_from, service_name
 from otel_gateway.warehouse import (
     Exchange,
     JsonlSink,
@@ -341,7 +342,7 @@ queue_size: 5
 batch_size: 2
 flush_interval_ms: 250
 """, environ={})
-    pipeline = RequestLogPipeline.from_config(config, environ={})
+    pipeline = RequestLogPipeline.from_config(config)
     assert [type(s) for s in pipeline.sinks] == [StoreSink, JsonlSink]
     assert isinstance(pipeline.store, MemoryStore)
     assert (pipeline._queue_size, pipeline._batch_size, pipeline._interval) == (5, 2, 0.25)
@@ -352,22 +353,27 @@ flush_interval_ms: 250
 
     none = RequestLogPipeline.from_config(load_config_text(
         "type: gateway-providers-config\nproviders: [{name: d, type: mock, models: [e]}]\n---\n"
-        "type: gateway-logging-config\nstore: none\n", environ={}), environ={})
+        "type: gateway-logging-config\nstore: none\n", environ={}))
     assert (none.sinks, none.store) == ((), None)
     given = MemoryStore()
-    assert RequestLogPipeline.from_config(CONFIG, store=given, environ={}).store is given
+    assert RequestLogPipeline.from_config(CONFIG, store=given).store is given
 
 
-async def test_otlp_logs_from_the_environment(tmp_path: Path) -> None:
+async def test_otlp_logs_to_the_logger_provider_made_from_the_given_environ(tmp_path: Path) -> None:
     config = load_config_text("type: gateway-providers-config\nproviders: [{name: d, type: mock, models: [e]}]\n"
                               "---\ntype: gateway-logging-config\nstore: none\nenvironment: qa\n", environ={})
-    pipeline = RequestLogPipeline.from_config(config, environ={"ENABLE_OTEL_LOGS": "true",
-                                                               "OTEL_SERVICE_NAME": "gw-env"})
+    env = {"ENABLE_OTEL_LOGS": "true", "OTEL_SERVICE_NAME": "gw-env"}
+    resource = resource_from(env, environment=config.logging.environment)
+    provider = logger_provider_from_env(env, resource)
+    assert provider is not None and logger_provider_from_env({}, resource) is None
+    pipeline = RequestLogPipeline.from_config(config, logger_provider=provider, service_name=service_name(env))
     (sink,) = pipeline.sinks
     assert isinstance(sink, OtlpLogSink)
     assert {k: sink.provider.resource.attributes[k] for k in ("service.name", "deployment.environment")} == {
         "service.name": "gw-env", "deployment.environment": "qa"}
+    assert pipeline._builder.resource["service.name"] == "gw-env"  # records and logs name one service
     await pipeline.aclose()
+    provider.shutdown()
 
 
 def test_reconfigure_applies_to_records_built_after() -> None:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from otel_gateway.app import create_app
 from otel_gateway.config import load_config_text
 from otel_gateway.identity import Identity
+from otel_gateway.telemetry import logger_provider_from_env, resource_from, service_name
 from otel_gateway.warehouse import Exchange, JsonlSink, MemoryStore, OtlpLogSink, RecordBuilder, store_for
 from otel_gateway.warehouse._postgres import PostgresStore
 from otel_gateway.warehouse._sqlite import SQLiteStore
@@ -99,19 +100,19 @@ def plain(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
-def test_otlp_log_export_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_otlp_log_export_as_the_entry_point_sets_it_up(monkeypatch: pytest.MonkeyPatch) -> None:
     receiver = LogsReceiver()
     config = load_config_text(MOCK + "---\ntype: gateway-logging-config\nstore: none\nflush_interval_ms: 10\n"
                                      "environment: qa\n", environ={})
     with serve(receiver.app) as collector:
-        monkeypatch.setenv("ENABLE_OTEL_LOGS", "true")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
-        monkeypatch.setenv("OTEL_SERVICE_NAME", "gw-otlp")
-        with serve(create_app(config)) as url:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)  # the SDK's exporter reads it
+        env = {"ENABLE_OTEL_LOGS": "true", "OTEL_SERVICE_NAME": "gw-otlp"}
+        provider = logger_provider_from_env(env, resource_from(env, environment=config.logging.environment))
+        with serve(create_app(config, logger_provider=provider, service_name=service_name(env))) as url:
             client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
             raw = client.chat.completions.with_raw_response.create(
                 model="demo/echo", messages=[{"role": "user", "content": "over otlp"}])
-        # the app's shutdown flushed the queue and shut its own provider down, exporting the batch
+        # the app's shutdown flushed the queue and the provider, exporting the batch
     ((path, message),) = receiver.received
     assert path == "/v1/logs"
     (resource_logs,) = message.resource_logs
